@@ -1,0 +1,30 @@
+# `make demo`: set up and run the pipeline on the embedded profile. `make test`: set up and run the tests.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP_QUIET ?= -q
+DEMO_IMAGES ?= 200
+
+.PHONY: install test demo bench clean-outputs
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_QUIET) -r requirements.txt
+	$(PY) -m pip install $(PIP_QUIET) --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+demo: install
+	$(PY) run_original_generator.py --num-images $(DEMO_IMAGES)
+
+bench: install
+	$(PY) bench/bench_generation.py
+
+clean-outputs:
+	rm -rf stylegan/synthesize_results stylegan/synthesize_results_filtered cnn/models cnn/log \
+	       cnn/inference_result segmentation/segmentation_results segmentation/property_score_results

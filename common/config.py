@@ -1,0 +1,185 @@
+"""Profiles: one TOML file per profile under configs/, one typed section per stage.
+
+Each stage package declares a dataclass for its section (its fields are the stage's
+options with their types). `add_config_arguments` turns every field into a
+`--field-name` flag, `resolve_config` reads `configs/<profile>.toml`, applies the
+flags that were given, validates types once, and `dump_config` writes the result
+beside the stage's outputs so a result can always be traced back to how it was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from common.errors import PipelineError
+from common.fileio import atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_PROFILE = "embedded"
+
+T = TypeVar("T")
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def read_profile(profile: str) -> dict[str, Any]:
+    path = CONFIG_DIR / f"{profile}.toml"
+    if not path.is_file():
+        raise PipelineError(
+            f"unknown profile '{profile}' ({path} not found); choose one of: {', '.join(available_profiles())}")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineError(f"{path}: not valid TOML ({exc}); fix the file") from None
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...]:
+    """The runtime types a dataclass field annotation accepts (None included for Optional)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        out: tuple[type, ...] = ()
+        for arg in typing.get_args(annotation):
+            out += _allowed_types(arg)
+        return out
+    if annotation is type(None) or annotation is None:
+        return (type(None),)
+    if origin is not None:
+        return (origin,)
+    if annotation is float:
+        return (float, int)
+    return (annotation,)
+
+
+def _field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _allowed_types(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _check_value(section: str, name: str, value: Any, allowed: tuple[type, ...], source: str) -> Any:
+    if isinstance(value, bool) and bool not in allowed:
+        ok = False
+    else:
+        ok = isinstance(value, allowed)
+    if not ok:
+        names = " or ".join(t.__name__ for t in allowed)
+        raise PipelineError(f"{source}: [{section}] {name} = {value!r} must be {names}")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if list in allowed and isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def build_section(cls: type[T], section: str, values: dict[str, Any], source: str) -> T:
+    types_by_field = _field_types(cls)
+    unknown = sorted(set(values) - set(types_by_field))
+    if unknown:
+        raise PipelineError(
+            f"{source}: [{section}] has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(types_by_field)}")
+    checked = {k: _check_value(section, k, v, types_by_field[k], source) for k, v in values.items()}
+    try:
+        return cls(**checked)
+    except TypeError as exc:
+        raise PipelineError(f"{source}: [{section}] {exc}") from None
+
+
+def _parse_flag_value(text: str, allowed: tuple[type, ...]) -> Any:
+    """Flags arrive as strings; turn them into the field's type (JSON for lists)."""
+    if type(None) in allowed and text.lower() in ("none", "null"):
+        return None
+    if bool in allowed:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+    if int in allowed and float not in allowed:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    if float in allowed:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    if list in allowed:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return [part for part in text.split(",") if part]
+    return text
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """--profile, --dry-run and one --field-name flag per field of the stage's config dataclass."""
+    parser.add_argument("--profile", default=DEFAULT_PROFILE,
+                        help=f"model profile, a file under configs/ (default: {DEFAULT_PROFILE}; "
+                             f"available: {', '.join(available_profiles())})")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config and the planned work, then exit")
+    group = parser.add_argument_group("config overrides (default: the profile's value)")
+    hints = typing.get_type_hints(cls)
+    existing = {a for action in parser._actions for a in action.option_strings}
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        if flag in existing:
+            continue
+        allowed = _allowed_types(hints[field.name])
+        if allowed == (bool,):
+            group.add_argument(flag, dest=field.name, default=None, action=argparse.BooleanOptionalAction,
+                               help=field.metadata.get("help"))
+        else:
+            group.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
+                               help=field.metadata.get("help"))
+
+
+def resolve_config(cls: type[T], section: str, args: argparse.Namespace | None = None,
+                   profile: str | None = None, **overrides: Any) -> T:
+    """Profile file values, then command-line flags, then keyword overrides (used by tests)."""
+    profile = profile or (getattr(args, "profile", None) if args is not None else None) or DEFAULT_PROFILE
+    data = read_profile(profile)
+    values = dict(data.get(section, {}))
+    types_by_field = _field_types(cls)
+    if "profile" in types_by_field:
+        values["profile"] = profile
+    if args is not None:
+        for name, allowed in types_by_field.items():
+            raw = getattr(args, name, None)
+            if raw is None or name == "profile":
+                continue
+            values[name] = _parse_flag_value(raw, allowed) if isinstance(raw, str) else raw
+    values.update(overrides)
+    config = build_section(cls, section, values, f"configs/{profile}.toml")
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        validate()
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Any, path: str | Path) -> Path:
+    """Write the resolved options as JSON next to a stage's outputs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def resolve_repo_path(path: str | Path) -> Path:
+    """Paths in configs are relative to the repository root, so stages run from anywhere."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path

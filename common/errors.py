@@ -1,0 +1,23 @@
+"""One-line errors for users, raised anywhere and printed once by the run scripts."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class PipelineError(Exception):
+    """A problem the user can fix (bad input, missing file); printed as one line, no traceback."""
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Entry point wrapper for the run scripts: PipelineError -> `error: ...` on stderr, exit 2."""
+    try:
+        code = main()
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,67 @@
+"""Atomic writes: a file is either complete or absent, so a killed stage never leaves half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the same folder; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_csv(df, path: str | Path, **kwargs) -> None:
+    """Write a pandas DataFrame atomically (to_csv keyword arguments pass through)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, **kwargs)
+
+
+def save_image(array: np.ndarray, path: str | Path, jpeg_quality: int = 95) -> None:
+    """Save an HWC uint8 RGB (or HW grayscale) array atomically; the format follows the suffix."""
+    import cv2
+
+    path = Path(path)
+    if array.ndim == 3:
+        array = array[:, :, ::-1]  # OpenCV writes BGR
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(path.suffix, np.ascontiguousarray(array), params)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image as HWC uint8 RGB; a missing or corrupt file is a one-line PipelineError."""
+    import cv2
+
+    from common.errors import PipelineError
+
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if image is None:
+        raise PipelineError(f"{path}: missing or not a readable image; re-run the stage that writes it")
+    return image[:, :, ::-1].copy()

@@ -1,0 +1,65 @@
+"""The 64x64 DCGAN face generator shipped in PyPI `gan-face-generate` (MIT, trained on DigiFace-1M).
+
+It is the teacher of the embedded profile's StyleGAN and a source of test faces. Only the
+weight file is taken from the package (its own code pulls wandb and more); the network is
+the PyTorch-tutorial DCGAN generator written here: nz=100, ngf=64, input [N, 100, 1, 1],
+tanh output [N, 3, 64, 64] in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from common.errors import PipelineError
+
+NOISE_DIM = 100
+RESOLUTION = 64
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, noise_dim: int = NOISE_DIM, base_channels: int = 64, image_channels: int = 3):
+        super().__init__()
+        widths = [base_channels * 8, base_channels * 4, base_channels * 2, base_channels]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(noise_dim, widths[0], 4, 1, 0, bias=False),
+                                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], image_channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        if noise.ndim == 2:
+            noise = noise[:, :, None, None]
+        return self.main(noise)
+
+
+def teacher_weights_path() -> Path:
+    spec = importlib.util.find_spec("gan_face_generate")
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineError("package gan-face-generate is not installed; run `make install` "
+                            "(it is installed with --no-deps from requirements-nodeps.txt)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights.tar"
+    if not path.is_file():
+        raise PipelineError(f"{path} is missing; reinstall gan-face-generate with `make install`")
+    return path
+
+
+def load_teacher(device: str | torch.device = "cpu") -> DCGANGenerator:
+    """The pretrained teacher in eval mode (BatchNorm uses its running statistics)."""
+    path = teacher_weights_path()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = DCGANGenerator()
+    model.load_state_dict(checkpoint["netG_state_dict"])
+    return model.to(device).eval().requires_grad_(False)
+
+
+@torch.inference_mode()
+def sample_teacher_images(num: int, seed: int, batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
+    """`num` teacher faces [num, 3, 64, 64] in [-1, 1], reproducible from `seed`."""
+    teacher = load_teacher(device)
+    noise = torch.randn(num, NOISE_DIM, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([teacher(chunk.to(device)).cpu() for chunk in noise.split(batch_size)])
