@@ -1,0 +1,161 @@
+"""Stage 4 runner: read the segmentation stage's class maps and face crops, score them, write the CSV.
+
+The scoring itself lives in `segmentation.property_scores` (pure functions); this module is the I/O
+edge: it finds the `parsing_{no:06d}.png` / `face_{no:06d}.png` pairs, checks them, and writes the
+table in the original's layout (an unnamed pandas index column, `img_no`, `img_path`, the score
+columns). Scoring is cheap, so every run recomputes all rows; the CSV is replaced atomically, so a
+killed run leaves the previous file (or none), never half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from common.config import REPO_ROOT, dump_config, resolve_repo_path
+from common.errors import PipelineError
+from common.fileio import atomic_write_csv, load_image
+from segmentation.property_scores import ALGORITHMS, MAP_SIZE, NUM_CLASSES, SCORE_COLUMNS, compute_scores, \
+    normalise_column
+
+OUTPUT_NAMES = {"v1": "all_scores.csv", "v2": "all_scores_v2.csv", "hairstyle": "all_scores_ohlora_v3.csv"}
+PARSING_PATTERN = re.compile(r"parsing_(\d{6,})\.png")
+
+
+@dataclass
+class PropertyScoresConfig:
+    """Section [property_scores] of a profile."""
+
+    algorithm: str = field(default="v2", metadata={
+        "help": f"scoring rules: {', '.join(ALGORITHMS)} (v2 is the one later stages use)"})
+    segmentation_dir: str = field(default="segmentation/segmentation_results", metadata={
+        "help": "folder with parsing_NNNNNN.png class maps and face_NNNNNN.png crops (relative to the repo root)"})
+    output_dir: str = field(default="segmentation/property_score_results", metadata={
+        "help": "folder of the default output file"})
+    output: str | None = field(default=None, metadata={
+        "help": "output CSV (default: OUTPUT_DIR/" + ", ".join(f"{n} for {a}" for a, n in OUTPUT_NAMES.items()) + ")"})
+    raw: bool = field(default=False, metadata={
+        "help": "write the raw scores instead of z-scores (normalised: per column (x - mean) / sample std, "
+                "4 decimals; a constant column becomes 0)"})
+
+    def validate(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise PipelineError(f"[property_scores] algorithm = {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+
+    def output_path(self) -> Path:
+        if self.output:
+            return resolve_repo_path(self.output)
+        return resolve_repo_path(self.output_dir) / OUTPUT_NAMES[self.algorithm]
+
+
+@dataclass(frozen=True)
+class SegmentationPair:
+    img_no: int
+    parsing_path: Path
+    face_path: Path
+
+
+@dataclass(frozen=True)
+class PropertyScoresResult:
+    output_path: Path
+    config_path: Path
+    num_images: int
+    seconds: float
+    table: pd.DataFrame
+
+
+def find_segmentation_pairs(segmentation_dir: str | Path) -> list[SegmentationPair]:
+    """All class maps in the folder with their face crops, by image number; every map needs its crop."""
+    folder = resolve_repo_path(segmentation_dir)
+    if not folder.is_dir():
+        raise PipelineError(f"{folder}: segmentation folder not found; run the segmentation stage first "
+                            f"or pass --segmentation-dir")
+    pairs = []
+    for entry in os.scandir(folder):
+        match = PARSING_PATTERN.fullmatch(entry.name)
+        if match:
+            no = int(match.group(1))
+            pairs.append(SegmentationPair(no, folder / entry.name, folder / f"face_{no:06d}.png"))
+    if not pairs:
+        raise PipelineError(f"{folder}: no parsing_NNNNNN.png class maps; run the segmentation stage first "
+                            f"or pass the right --segmentation-dir")
+    pairs.sort(key=lambda p: p.img_no)
+    missing = [p.face_path for p in pairs if not p.face_path.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise PipelineError(f"{missing[0]}: face crop missing for its class map{more}; "
+                            f"re-run the segmentation stage for these images")
+    return pairs
+
+
+def load_class_map(path: Path) -> np.ndarray:
+    """A 224x224 single-channel uint8 class map with values 0..10, or a one-line PipelineError."""
+    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+    class_map = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    if class_map is None:
+        raise PipelineError(f"{path}: missing or not a readable PNG; re-run the segmentation stage for this image")
+    if class_map.ndim != 2 or class_map.dtype != np.uint8 or class_map.shape != (MAP_SIZE, MAP_SIZE):
+        channels = 1 if class_map.ndim == 2 else class_map.shape[2]
+        raise PipelineError(
+            f"{path}: class map is {class_map.shape[1]}x{class_map.shape[0]} with {channels} channel(s) of "
+            f"{class_map.dtype}, expected {MAP_SIZE}x{MAP_SIZE} single-channel uint8; re-run the segmentation stage")
+    top = int(class_map.max())
+    if top >= NUM_CLASSES:
+        raise PipelineError(f"{path}: class value {top} found, class maps hold 0..{NUM_CLASSES - 1}; "
+                            f"re-run the segmentation stage for this image")
+    return class_map
+
+
+def load_face_crop(path: Path) -> np.ndarray:
+    face = load_image(path)
+    if face.shape != (MAP_SIZE, MAP_SIZE, 3):
+        raise PipelineError(f"{path}: face crop is {face.shape[1]}x{face.shape[0]}, expected {MAP_SIZE}x{MAP_SIZE} "
+                            f"like its class map; re-run the segmentation stage for this image")
+    return face
+
+
+def repo_relative(path: Path) -> str:
+    """Path relative to the repository root with '/' separators (the original stored absolute paths)."""
+    return Path(os.path.relpath(path.resolve(), REPO_ROOT)).as_posix()
+
+
+def score_pairs(pairs: list[SegmentationPair], algorithm: str, show_progress: bool = True) -> pd.DataFrame:
+    """Raw scores: one row per pair, columns img_no, img_path (the face crop), then the score columns."""
+    rows = []
+    for pair in tqdm(pairs, desc=f"property scores {algorithm}", unit="img", disable=not show_progress):
+        class_map = load_class_map(pair.parsing_path)
+        face = load_face_crop(pair.face_path)
+        rows.append({"img_no": pair.img_no, "img_path": repo_relative(pair.face_path),
+                     **compute_scores(algorithm, class_map, face)})
+    return pd.DataFrame(rows, columns=["img_no", "img_path", *SCORE_COLUMNS[algorithm]])
+
+
+def normalise_table(table: pd.DataFrame, algorithm: str) -> pd.DataFrame:
+    table = table.copy()
+    for column in SCORE_COLUMNS[algorithm]:
+        table[column] = normalise_column(table[column].to_numpy())
+    return table
+
+
+def run_property_scores(config: PropertyScoresConfig, show_progress: bool = True) -> PropertyScoresResult:
+    """Score every image of the segmentation folder and write the CSV (atomically) and its config JSON."""
+    config.validate()
+    start = time.perf_counter()
+    pairs = find_segmentation_pairs(config.segmentation_dir)
+    table = score_pairs(pairs, config.algorithm, show_progress)
+    if not config.raw:
+        table = normalise_table(table, config.algorithm)
+    output_path = config.output_path()
+    atomic_write_csv(table, output_path)  # default RangeIndex -> the original's unnamed index column
+    resolved = dataclasses.replace(config, output=repo_relative(output_path))
+    config_path = dump_config(resolved, output_path.with_suffix(".config.json"))
+    return PropertyScoresResult(output_path, config_path, len(table), time.perf_counter() - start, table)

@@ -1,0 +1,273 @@
+"""Train the embedded profile's 64x64 StyleGAN from the PyPI DigiFace DCGAN (the teacher).
+
+Every step draws fresh latents. The first `NOISE_DIM` (100) entries of the student's 512-d z
+are the teacher's noise, so both networks see the same random vector and the student can be
+taught by regression (paired multi-scale L1) as well as adversarially (non-saturating loss
+with lazy R1 against teacher images). Regression alone first makes faces in few steps on a
+CPU; the adversarial term, switched on later, sharpens them. An EMA copy of the generator
+(`generator_smooth`) is what the profile generates with.
+
+Everything is seeded and resumable: the run folder keeps the latest full training state
+(models, optimisers, step, RNG states), a CSV log and sample grids.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from common.fileio import atomic_path, atomic_write_text
+from common.images import save_grid, to_uint8
+from stylegan.checkpoint import save_checkpoint
+from stylegan.stylegan_discriminator import StyleGANDiscriminator
+from stylegan.stylegan_generator import StyleGANGenerator
+from stylegan.teacher_dcgan import NOISE_DIM, load_teacher
+
+
+@dataclass
+class DistillationConfig:
+    run_dir: str = "runs/embedded_base"
+    resolution: int = 64
+    z_space_dim: int = 512
+    w_space_dim: int = 512
+    mapping_layers: int = 8
+    fmaps_base: int = 4096
+    fmaps_max: int = 128
+    total_steps: int = 30000
+    batch_size: int = 16
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.5, 0.99)
+    paired_weight: float = 1.0
+    adversarial_start_step: int = 8000  # regression only before this step
+    adversarial_weight: float = 0.05
+    r1_gamma: float = 10.0
+    r1_interval: int = 16
+    ema_half_life_images: float = 5000.0
+    seed: int = 2025
+    threads: int = 2
+    channels_last: bool = True
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 250
+    export_path: str = "stylegan/models/embedded_stylegan_64.pth"
+
+    def generator_kwargs(self) -> dict:
+        return dict(resolution=self.resolution, z_space_dim=self.z_space_dim, w_space_dim=self.w_space_dim,
+                    mapping_layers=self.mapping_layers, fmaps_base=self.fmaps_base, fmaps_max=self.fmaps_max)
+
+    def discriminator_kwargs(self) -> dict:
+        return dict(resolution=self.resolution, fmaps_base=self.fmaps_base, fmaps_max=self.fmaps_max)
+
+
+def multiscale_l1(student: torch.Tensor, teacher: torch.Tensor, scales: int = 3) -> torch.Tensor:
+    """Mean L1 at full, half and quarter resolution: coarse scales fix layout and colour first."""
+    loss = student.new_zeros(())
+    for level in range(scales):
+        if level:
+            student, teacher = F.avg_pool2d(student, 2), F.avg_pool2d(teacher, 2)
+        loss = loss + (student - teacher).abs().mean()
+    return loss / scales
+
+
+def student_latents(batch: int, z_dim: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """z for the student; its first NOISE_DIM entries are the teacher's noise."""
+    z = torch.randn(batch, z_dim, generator=generator)
+    return z, z[:, :NOISE_DIM]
+
+
+class Distiller:
+    """Holds the models, optimisers and RNG of one run; `step()` advances training by one batch."""
+
+    def __init__(self, config: DistillationConfig, device: str = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.generator = StyleGANGenerator(**config.generator_kwargs()).to(self.device)
+        self.discriminator = StyleGANDiscriminator(**config.discriminator_kwargs()).to(self.device)
+        if config.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        self.generator_smooth = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        self.teacher = load_teacher(self.device)
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
+        r1_ratio = config.r1_interval / (config.r1_interval + 1)  # lazy-regularisation correction
+        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr * r1_ratio,
+                                            betas=tuple(b ** r1_ratio for b in config.betas))
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.step_index = 0
+        self.images_seen = 0
+        self.train_seconds = 0.0
+
+    # --- one training step -------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        cfg = self.config
+        start = time.perf_counter()
+        z, noise = student_latents(cfg.batch_size, cfg.z_space_dim, self.rng)
+        z, noise = z.to(self.device), noise.to(self.device)
+        with torch.no_grad():
+            real = self.teacher(noise)
+        adversarial = self.step_index >= cfg.adversarial_start_step
+        stats: dict[str, float] = {}
+        if adversarial:
+            stats.update(self._discriminator_step(z, real))
+        self.generator.train()
+        fake = self.generator(z, w_moving_decay=0.995)["image"]
+        paired = multiscale_l1(fake, real)
+        g_loss = cfg.paired_weight * paired
+        if adversarial:
+            self.discriminator.requires_grad_(False)
+            g_adv = F.softplus(-self.discriminator(fake)).mean()
+            self.discriminator.requires_grad_(True)
+            g_loss = g_loss + cfg.adversarial_weight * g_adv
+            stats["g_adv"] = float(g_adv.detach())
+        self.g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_optimizer.step()
+        self._update_ema()
+        self.step_index += 1
+        self.images_seen += cfg.batch_size
+        self.train_seconds += time.perf_counter() - start
+        stats["paired_l1"] = float(paired.detach())
+        return stats
+
+    def _discriminator_step(self, z: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
+        with torch.no_grad():
+            fake = self.generator(z, w_moving_decay=1.0)["image"]
+        real_score = self.discriminator(real)
+        fake_score = self.discriminator(fake)
+        d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
+        stats = {"d_loss": float(d_loss.detach()), "real_score": float(real_score.detach().mean()),
+                 "fake_score": float(fake_score.detach().mean())}
+        if self.step_index % cfg.r1_interval == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.discriminator(real_r1).sum(), real_r1, create_graph=True)
+            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            d_loss = d_loss + cfg.r1_gamma / 2 * r1 * cfg.r1_interval
+            stats["r1"] = float(r1.detach())
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        beta = 0.5 ** (self.config.batch_size / max(self.config.ema_half_life_images, 1e-8))
+        for p_ema, p in zip(self.generator_smooth.parameters(), self.generator.parameters()):
+            p_ema.lerp_(p, 1.0 - beta)
+        for b_ema, b in zip(self.generator_smooth.buffers(), self.generator.buffers()):
+            b_ema.copy_(b)
+
+    # --- evaluation, state -------------------------------------------------------------------
+    @torch.inference_mode()
+    def ema_paired_l1(self, num: int = 256, seed: int = 12345) -> float:
+        """L1 between the EMA student and the teacher on a fixed validation set of latents."""
+        z, noise = student_latents(num, self.config.z_space_dim, torch.Generator().manual_seed(seed))
+        losses = []
+        for zb, nb in zip(z.split(64), noise.split(64)):
+            losses.append(float((self.generator_smooth(zb.to(self.device))["image"]
+                                 - self.teacher(nb.to(self.device))).abs().mean()) * len(zb))
+        return sum(losses) / num
+
+    @torch.inference_mode()
+    def sample_grid(self, path: Path, num: int = 32, seed: int = 777) -> None:
+        """Teacher (odd rows) above student EMA (even rows) for the same latents."""
+        z, noise = student_latents(num, self.config.z_space_dim, torch.Generator().manual_seed(seed))
+        student = to_uint8(self.generator_smooth(z.to(self.device))["image"])
+        teacher = to_uint8(self.teacher(noise.to(self.device)))
+        rows = []
+        for start in range(0, num, 8):
+            rows += [teacher[start:start + 8], student[start:start + 8]]
+        save_grid(np.concatenate(rows), path, ncols=8)
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "generator_smooth": self.generator_smooth.state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(), "d_optimizer": self.d_optimizer.state_dict(),
+            "step": self.step_index, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
+            "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "config": json.dumps(dataclasses.asdict(self.config)),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.generator_smooth.load_state_dict(state["generator_smooth"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.step_index = int(state["step"])
+        self.images_seen = int(state["images_seen"])
+        self.train_seconds = float(state["train_seconds"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    def export(self, path: str | Path) -> None:
+        """The shipped GenForce-layout file (float16 to stay small; loads into float32 modules)."""
+        save_checkpoint(path, self.generator, self.discriminator, self.generator_smooth, dtype=torch.float16)
+
+
+def train(config: DistillationConfig, device: str = "cpu", max_steps: int | None = None,
+          progress: bool = True) -> Distiller:
+    """Train until `config.total_steps` (or `max_steps` more steps), resuming from run_dir if possible."""
+    torch.set_num_threads(config.threads)
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    distiller = Distiller(config, device)
+    state_path = run_dir / "training_state.pt"
+    if state_path.is_file():
+        distiller.load_state_dict(torch.load(state_path, map_location=device, weights_only=True))
+    log_path = run_dir / "train_log.csv"
+    end = config.total_steps if max_steps is None else min(config.total_steps, distiller.step_index + max_steps)
+    rows: list[dict] = []
+    bar = tqdm(total=end, initial=distiller.step_index, unit="step", disable=not progress, dynamic_ncols=True)
+    window: list[dict] = []
+    while distiller.step_index < end:
+        window.append(distiller.step())
+        bar.update(1)
+        step = distiller.step_index
+        if step % config.log_every == 0 or step == end:
+            row = {"step": step, "images_seen": distiller.images_seen,
+                   "train_seconds": round(distiller.train_seconds, 1),
+                   **{k: round(float(np.mean([w[k] for w in window if k in w])), 5)
+                      for k in sorted({k for w in window for k in w})}}
+            window = []
+            rows.append(row)
+            bar.set_postfix(l1=row.get("paired_l1"), d=row.get("d_loss"))
+        if step % config.sample_every == 0 or step == end:
+            if rows:
+                rows[-1]["ema_val_l1"] = round(distiller.ema_paired_l1(), 5)
+            distiller.sample_grid(run_dir / f"samples_{step:06d}.png")
+        if step % config.checkpoint_every == 0 or step == end:
+            _append_log(log_path, rows)
+            rows = []
+            distiller.save(state_path)
+    bar.close()
+    _append_log(log_path, rows)
+    return distiller
+
+
+def _append_log(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    frame = pd.DataFrame(rows)
+    if path.is_file():
+        frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
