@@ -73,7 +73,8 @@ def _check_value(section: str, name: str, value: Any, allowed: tuple[type, ...],
         ok = isinstance(value, allowed)
     if not ok:
         names = " or ".join(t.__name__ for t in allowed)
-        raise PipelineError(f"{source}: [{section}] {name} = {value!r} must be {names}")
+        where = source if source.startswith("--") else f"{source}: [{section}] {name} ="
+        raise PipelineError(f"{where} {value!r} must be {names}")
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if list in allowed and isinstance(value, tuple):
@@ -158,7 +159,8 @@ def resolve_config(cls: type[T], section: str, args: argparse.Namespace | None =
             raw = getattr(args, name, None)
             if raw is None or name == "profile":
                 continue
-            values[name] = _parse_flag_value(raw, allowed) if isinstance(raw, str) else raw
+            value = _parse_flag_value(raw, allowed) if isinstance(raw, str) else raw
+            values[name] = _check_value(section, name, value, allowed, f"--{name.replace('_', '-')}")
     values.update(overrides)
     config = build_section(cls, section, values, f"configs/{profile}.toml")
     validate = getattr(config, "validate", None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -336,9 +337,15 @@ def describe_layout_mismatch(expected: Mapping[str, torch.Tensor], found: Mappin
     """'' when `found` has exactly the keys and shapes of `expected`, else a one-line summary of the differences."""
     missing = [name for name in expected if name not in found]
     unexpected = [name for name in found if name not in expected]
-    wrong_shape = [f"{name} {tuple(found[name].shape)} instead of {tuple(tensor.shape)}"
-                   for name, tensor in expected.items()
-                   if name in found and (not isinstance(found[name], torch.Tensor) or found[name].shape != tensor.shape)]
+    wrong_shape = []
+    for name, tensor in expected.items():
+        value = found.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            wrong_shape.append(f"{name} is a {type(value).__name__}, not a tensor")
+        elif value.shape != tensor.shape:
+            wrong_shape.append(f"{name} {tuple(value.shape)} instead of {tuple(tensor.shape)}")
     problems = []
     if missing:
         problems.append(f"missing keys: {_preview(missing)}")
@@ -354,6 +361,12 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
+def _weights_only_reason(exc: pickle.UnpicklingError) -> str:
+    """torch's own reason inside its long weights-only error, e.g. 'Unsupported global: GLOBAL io.open ...'."""
+    match = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+    return match.group(1).strip()[:160] if match else _first_line(exc)
+
+
 def load_facexformer(path: str | Path, device: str | torch.device = "cpu") -> FaceXFormer:
     """FaceXFormer with the `state_dict_backbone` entry of the release checkpoint at `path`, strict, in eval mode."""
     path = Path(path)
@@ -365,24 +378,34 @@ def load_facexformer(path: str | Path, device: str | torch.device = "cpu") -> Fa
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise PipelineError(f"{path} holds pickled Python objects, not only tensors, so the weights-only load refuses "
-                            f"it ({_first_line(exc)[:120]}); use {CHECKPOINT_SOURCE}") from None
+        reason = _weights_only_reason(exc)
+        if reason.startswith("Unsupported global"):
+            raise PipelineError(f"{path} holds pickled Python objects or code, which the weights-only load refuses "
+                                f"({reason}); use {CHECKPOINT_SOURCE}") from None
+        raise PipelineError(f"cannot read {path} as a torch checkpoint ({reason}); use {CHECKPOINT_SOURCE}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
         raise PipelineError(f"cannot read {path} as a torch checkpoint ({_first_line(exc)}); "
                             f"use {CHECKPOINT_SOURCE}") from None
     if not isinstance(checkpoint, Mapping) or CHECKPOINT_ENTRY not in checkpoint:
-        top_level = _preview([str(key) for key in checkpoint]) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        if isinstance(checkpoint, Mapping):
+            top_level = _preview([str(key) for key in checkpoint])
+        else:
+            top_level = f"a {type(checkpoint).__name__}"
         raise PipelineError(f"{path} has no '{CHECKPOINT_ENTRY}' entry (found: {top_level}); "
                             f"expected {CHECKPOINT_SOURCE}")
     state = checkpoint[CHECKPOINT_ENTRY]
     if not isinstance(state, Mapping):
         raise PipelineError(f"{path}: '{CHECKPOINT_ENTRY}' is a {type(state).__name__}, not a state_dict")
-    model = FaceXFormer()
+    # Built on the meta device: every parameter and buffer comes from the checkpoint, so random
+    # initialisation of the 92M parameters would be wasted time.
+    with torch.device("meta"):
+        model = FaceXFormer()
     mismatch = describe_layout_mismatch(model.state_dict(), state)
     if mismatch:
         raise PipelineError(f"{path} does not have the FaceXFormer layout ({mismatch}); expected {CHECKPOINT_SOURCE}")
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    model.load_state_dict(state, strict=True, assign=True)
+    # assign=True keeps the file's dtypes; the model computes in float32 (integer index buffers stay as they are).
+    return model.float().to(device).eval()
 
 
 class FaceXFormerParser:

@@ -50,7 +50,7 @@ LOWER_LIP_CONTOUR = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291,
 INNER_MOUTH_CONTOUR = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,
                        324, 318, 402, 317, 14, 87, 178, 88, 95]
 # The nose region is the convex hull of the bridge (from between the eyes), the sides and the wings.
-NOSE_POINTS = [168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 122, 351, 196, 419, 3, 248, 51, 281,
+NOSE_POINTS = [6, 197, 195, 5, 4, 1, 19, 94, 2, 122, 351, 196, 419, 3, 248, 51, 281,
                45, 275, 220, 440, 115, 344, 48, 278, 49, 279, 64, 294, 98, 327, 97, 326, 129, 358]
 
 # The iris model's 71 eye-region points, as face-mesh indices (its first 16 are the eye contour).
@@ -71,7 +71,8 @@ MESH_INPUT = 192
 IRIS_INPUT = 64
 MESH_WINDOW_SCALE = 1.5   # MediaPipe's tracking window: landmark bounding box x 1.5
 IRIS_WINDOW_SCALE = 2.3   # MediaPipe's eye window: eye-corner distance x 2.3
-GRABCUT_SIZE = 112        # GrabCut runs at half the crop size: the crops are soft, and it is 4x faster
+REGION_SIZE = 112         # hair/skin/background are modelled at half the crop size: the crops are soft
+REGION_BACKGROUND, REGION_SKIN, REGION_HAIR = 0, 1, 2
 
 
 def packaged_model_path(name: str) -> Path:
@@ -119,6 +120,20 @@ def _down_perpendicular(x_axis: np.ndarray, down: np.ndarray) -> np.ndarray:
     return perp if float(perp @ down) >= 0 else -perp
 
 
+def _iris_agrees(iris_eye: np.ndarray, mesh_eye: np.ndarray) -> bool:
+    """Whether the iris model's eye contour is plausible next to the mesh's (same place, similar width).
+
+    On dark, turned or very soft eyes the iris model sometimes returns a shrunken or displaced
+    contour; the mesh's own contour is then kept.
+    """
+    width = float(np.linalg.norm(mesh_eye[0] - mesh_eye[8]))
+    if width < 1.0:
+        return False
+    shift = float(np.linalg.norm(iris_eye.mean(axis=0) - mesh_eye.mean(axis=0))) / width
+    ratio = float(np.linalg.norm(iris_eye[0] - iris_eye[8])) / width
+    return shift < 0.15 and 0.8 < ratio < 1.25
+
+
 def _polygon_mask(shape: tuple[int, int], points: np.ndarray, shift: int = 4) -> np.ndarray:
     """Filled polygon with sub-pixel vertices (cv2 fixed point), as a bool mask."""
     mask = np.zeros(shape, np.uint8)
@@ -127,10 +142,112 @@ def _polygon_mask(shape: tuple[int, int], points: np.ndarray, shift: int = 4) ->
     return mask.astype(bool)
 
 
+def _keep_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """The connected components of `mask` that overlap `anchor`."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return mask.copy()
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[anchor & mask])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def head_priors(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
+    """Prior probabilities [3, H, W] of background / skin / hair placed by the landmarks.
+
+    Skin: the face oval, fading within a short distance outside it (upper forehead, temples), never
+    below the jaw (LaPa labels the neck background). Hair: a cap above the brows and around the
+    temples, weaker beside the cheeks and on the shoulders, a little inside the forehead (fringes).
+    Background: what is far from the head. Colour decides between them where the priors overlap.
+    """
+    oval = _polygon_mask(shape, points[FACE_OVAL])
+    top, chin = points[10], points[152]
+    up = _unit(top - chin)
+    right = np.array([up[1], -up[0]])
+    if float(right @ (points[454] - points[234])) < 0:
+        right = -right
+    face_h = max(float(np.linalg.norm(top - chin)), 1.0)
+    face_w = max(float(abs((points[454] - points[234]) @ right)), 1.0)
+    center = points[FACE_OVAL].mean(axis=0)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64) + 0.5
+    rel = np.stack([xx - center[0], yy - center[1]], axis=-1)
+    s = rel @ up / face_h          # about +0.5 at the top of the oval, -0.5 at the chin
+    t = np.abs(rel @ right) / face_w
+    brow_s = float((points[IMAGE_LEFT_BROW + IMAGE_RIGHT_BROW].mean(axis=0) - center) @ up) / face_h
+    mouth_s = float((points[[61, 291]].mean(axis=0) - center) @ up) / face_h
+    outside = cv2.distanceTransform((~oval).astype(np.uint8), cv2.DIST_L2, 3) / face_w
+
+    skin = np.where(oval, 1.0, 0.5 * np.exp(-outside / 0.05))
+    skin[~oval & (s < mouth_s)] = 0.02
+    near_head = np.exp(-(outside / 0.45) ** 2)
+    hair_height = np.select([s > brow_s, s > -0.5], [1.0, 0.6], default=np.where(t > 0.35, 0.35, 0.05))
+    hair = np.where(oval, np.where(s > brow_s + 0.05, 0.15, 0.0), 0.6 * near_head * hair_height)
+    background = np.where(oval, 0.01, 0.1 + 0.9 * (1.0 - near_head))
+    priors = np.stack([background, skin, hair]) + 1e-4
+    return priors / priors.sum(axis=0, keepdims=True)
+
+
+def _fit_gaussians(x: np.ndarray, weights: np.ndarray, resp: np.ndarray | None, k: int):
+    """Weighted M-step of a k-component full-covariance Gaussian mixture; resp=None starts from k-means."""
+    n = len(x)
+    if resp is None:
+        order = np.argsort(x[:, 0])
+        resp = np.zeros((n, k))
+        resp[order, np.minimum(np.arange(n) * k // n, k - 1)] = 1.0
+    wr = resp * weights[:, None]
+    mass = wr.sum(axis=0) + 1e-9
+    means = (wr.T @ x) / mass[:, None]
+    covs = np.empty((k, x.shape[1], x.shape[1]))
+    for j in range(k):
+        d = x - means[j]
+        covs[j] = (wr[:, j, None] * d).T @ d / mass[j] + np.eye(x.shape[1]) * 4.0
+    return mass / mass.sum(), means, covs
+
+
+def _log_gaussians(x: np.ndarray, mix, means, covs) -> np.ndarray:
+    """Per-component log(weight * N(x)), [n, k]."""
+    out = np.empty((len(x), len(mix)))
+    for j in range(len(mix)):
+        inv = np.linalg.inv(covs[j])
+        d = x - means[j]
+        maha = np.einsum("ni,ij,nj->n", d, inv, d)
+        out[:, j] = np.log(mix[j] + 1e-12) - 0.5 * (maha + np.log(np.linalg.det(covs[j])) + 3 * np.log(2 * np.pi))
+    return out
+
+
+def colour_posteriors(image: np.ndarray, priors: np.ndarray, iterations: int, components: int = 3) -> np.ndarray:
+    """Posterior class probabilities [C, H, W] under per-class Gaussian-mixture colour models (CIELab).
+
+    EM on two levels: each class's mixture is refitted to the pixels weighted by their current class
+    posterior, and the class posterior is prior x colour likelihood, lightly smoothed in space (a
+    cheap stand-in for a pairwise smoothness term).
+    """
+    h, w = image.shape[:2]
+    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3).astype(np.float64)
+    num_classes = priors.shape[0]
+    prior_flat = priors.reshape(num_classes, -1)
+    posterior = prior_flat.copy()
+    component_resp: list[np.ndarray | None] = [None] * num_classes
+    for _ in range(max(iterations, 1)):
+        log_lik = np.empty_like(prior_flat)
+        for c in range(num_classes):
+            log_comp = _log_gaussians(lab, *_fit_gaussians(lab, posterior[c], component_resp[c], components))
+            log_lik[c] = np.logaddexp.reduce(log_comp, axis=1)
+            component_resp[c] = np.exp(log_comp - log_lik[c][:, None])
+        log_post = np.log(prior_flat) + log_lik
+        log_post -= log_post.max(axis=0, keepdims=True)
+        posterior = np.exp(log_post)
+        posterior /= posterior.sum(axis=0, keepdims=True)
+        posterior = np.stack([cv2.GaussianBlur(p.reshape(h, w), (0, 0), 1.0) for p in posterior]
+                             ).reshape(num_classes, -1)
+    return posterior.reshape(num_classes, h, w).astype(np.float32)
+
+
 class MeshFaceParser:
     """parse(crops [N, 224, 224, 3] uint8 RGB) -> [N, 224, 224] uint8 class maps (same interface as FaceXFormer)."""
 
-    def __init__(self, num_threads: int = 1, grabcut_iterations: int = 4, refine_iris: bool = True):
+    def __init__(self, num_threads: int = 1, em_iterations: int = 4, refine_iris: bool = True):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:  # pragma: no cover - install problem
@@ -139,7 +256,7 @@ class MeshFaceParser:
         self.mesh.allocate_tensors()
         self.iris = Interpreter(model_path=str(packaged_model_path("iris_landmark.tflite")), num_threads=num_threads)
         self.iris.allocate_tensors()
-        self.grabcut_iterations = grabcut_iterations
+        self.em_iterations = em_iterations
         self.refine_iris = refine_iris
         cv2.setNumThreads(num_threads)
 
@@ -197,70 +314,29 @@ class MeshFaceParser:
         if self.refine_iris:
             down = points[152] - points[10]
             points = points.copy()
-            points[IRIS_TO_MESH_IMAGE_LEFT] = self._run_iris(crop, points, 33, 133, down)
-            points[IRIS_TO_MESH_IMAGE_RIGHT] = self._run_iris(crop, points, 263, 362, down)
+            for outer, inner, mesh_index in ((33, 133, IRIS_TO_MESH_IMAGE_LEFT), (263, 362, IRIS_TO_MESH_IMAGE_RIGHT)):
+                eye_points = self._run_iris(crop, points, outer, inner, down)
+                if _iris_agrees(eye_points[:16], points[mesh_index[:16]]):
+                    points[mesh_index] = eye_points
         return points, float(score)
 
     # ---- rasterisation ------------------------------------------------------------------------------
 
     def _head_regions(self, crop: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Hair mask and skin-outside-the-oval mask (both bool, crop size) from two GrabCut runs."""
+        """Hair mask and skin mask (both bool, crop size) from a three-class colour model with landmark priors."""
         h, w = crop.shape[:2]
-        scale = GRABCUT_SIZE / max(h, w)
+        scale = REGION_SIZE / max(h, w)
         gh, gw = round(h * scale), round(w * scale)
         small = cv2.resize(crop, (gw, gh), interpolation=cv2.INTER_AREA)
-        pts = points * scale
-
-        oval = _polygon_mask((gh, gw), pts[FACE_OVAL])
-        top, chin = pts[10], pts[152]
-        up = _unit(top - chin)
-        right = np.array([-up[1], up[0]])
-        if float(right @ (pts[454] - pts[234])) < 0:
-            right = -right
-        face_h = float(np.linalg.norm(top - chin))
-        face_w = float(abs((pts[454] - pts[234]) @ right))
-        center = pts[FACE_OVAL].mean(axis=0)
-        yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float64) + 0.5
-        rel = np.stack([xx - center[0], yy - center[1]], axis=-1)
-        s = rel @ up / face_h        # +0.5 at the top of the oval, -0.5 at the chin
-        t = rel @ right / face_w     # +-0.5 at the sides of the oval
-        brow_s = float(((pts[IMAGE_LEFT_BROW + IMAGE_RIGHT_BROW].mean(axis=0) - center) @ up) / face_h)
-
-        # GrabCut 1: hair against everything else. The image border is probable background so that the
-        # background colours are learnt even when the background shows only above the head.
-        mask = np.full((gh, gw), cv2.GC_PR_BGD, np.uint8)
-        head_cap = ((t / 0.8) ** 2 + ((s - brow_s) / 0.7) ** 2 < 1.0) & (s > brow_s)
-        border = np.zeros((gh, gw), bool)
-        border[:3, :] = border[-3:, :] = border[:, :3] = border[:, -3:] = True
-        mask[head_cap & ~oval & ~border] = cv2.GC_PR_FGD
-        kernel = np.ones((3, 3), np.uint8)
-        lower_face = cv2.erode((oval & (s < brow_s)).astype(np.uint8), kernel).astype(bool)
-        mask[lower_face] = cv2.GC_BGD
-        hair = self._grabcut(small, mask)
-        hair &= ~lower_face
-
-        # GrabCut 2: skin outside the oval (upper forehead, temples) against background, above the jaw.
-        mask = np.full((gh, gw), cv2.GC_PR_BGD, np.uint8)
-        near_face = cv2.dilate(oval.astype(np.uint8), np.ones((5, 5), np.uint8), iterations=2).astype(bool)
-        mask[near_face & (s > -0.15)] = cv2.GC_PR_FGD
-        mask[cv2.erode(oval.astype(np.uint8), kernel).astype(bool)] = cv2.GC_FGD
-        mask[hair] = cv2.GC_BGD
-        skin = self._grabcut(small, mask) & near_face & (s > -0.15) & ~hair
-
-        size = (w, h)
-        hair_full = cv2.resize(hair.astype(np.uint8), size, interpolation=cv2.INTER_LINEAR) > 0
-        skin_full = cv2.resize(skin.astype(np.uint8), size, interpolation=cv2.INTER_LINEAR) > 0
-        return hair_full, skin_full
-
-    def _grabcut(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        has_fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
-        has_bg = np.isin(mask, (cv2.GC_BGD, cv2.GC_PR_BGD)).any()
-        if not (has_fg and has_bg):
-            return np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
-        bgd_model = np.zeros((1, 65), np.float64)
-        fgd_model = np.zeros((1, 65), np.float64)
-        cv2.grabCut(image, mask, None, bgd_model, fgd_model, self.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
-        return np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
+        priors = head_priors((gh, gw), points * scale)
+        posteriors = colour_posteriors(small, priors, self.em_iterations)
+        posteriors = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in posteriors])
+        labels = posteriors.argmax(axis=0)
+        oval = _polygon_mask((h, w), points[FACE_OVAL])
+        near = cv2.dilate(oval.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        hair = _keep_touching(labels == REGION_HAIR, near)
+        skin = _keep_touching((labels == REGION_SKIN) | oval, oval)
+        return hair, skin
 
     def rasterise(self, crop: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Class map of one crop from its 468 landmarks."""

@@ -131,11 +131,13 @@ def repo_relative(path: Path) -> str:
 def score_pairs(pairs: list[SegmentationPair], algorithm: str, show_progress: bool = True) -> pd.DataFrame:
     """Raw scores: one row per pair, columns img_no, img_path (the face crop), then the score columns."""
     rows = []
-    for pair in tqdm(pairs, desc=f"property scores {algorithm}", unit="img", disable=not show_progress):
-        class_map = load_class_map(pair.parsing_path)
-        face = load_face_crop(pair.face_path)
-        rows.append({"img_no": pair.img_no, "img_path": repo_relative(pair.face_path),
-                     **compute_scores(algorithm, class_map, face)})
+    # The context manager closes the bar before an error propagates, so the error gets its own line.
+    with tqdm(pairs, desc=f"property scores {algorithm}", unit="img", disable=not show_progress) as bar:
+        for pair in bar:
+            class_map = load_class_map(pair.parsing_path)
+            face = load_face_crop(pair.face_path)
+            rows.append({"img_no": pair.img_no, "img_path": repo_relative(pair.face_path),
+                         **compute_scores(algorithm, class_map, face)})
     return pd.DataFrame(rows, columns=["img_no", "img_path", *SCORE_COLUMNS[algorithm]])
 
 

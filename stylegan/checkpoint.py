@@ -9,6 +9,7 @@ A model-zoo file is a flat dict of state dicts: `generator`, `discriminator` and
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -28,9 +29,12 @@ def read_checkpoint(path: str | Path, missing_hint: str = "") -> dict[str, dict[
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unsupported content"
-        raise PipelineError(f"{path}: refused to load, the file holds more than tensors (weights-only load: "
-                            f"{reason[:160]}); use a checkpoint from a trusted source") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise PipelineError(f"{path}: refused to load, the file holds code or objects besides tensors "
+                                f"({found.group(1)}); use a checkpoint from a trusted source") from None
+        raise PipelineError(f"{path}: not a readable torch checkpoint (corrupt or not a weights file); "
+                            f"download or export it again") from None
     except Exception as exc:  # corrupt zip, truncated file, not a torch file
         raise PipelineError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
                             f"download or export it again") from None

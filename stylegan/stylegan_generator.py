@@ -39,12 +39,12 @@ def check_resolution(resolution: int) -> None:
 
 
 def pixel_norm(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + _EPS)
+    return x / torch.sqrt(x.square().mean(dim=1, keepdim=True) + _EPS)
 
 
 def instance_norm(x: torch.Tensor) -> torch.Tensor:
     x = x - x.mean(dim=(2, 3), keepdim=True)
-    return x * torch.rsqrt(x.square().mean(dim=(2, 3), keepdim=True) + _EPS)
+    return x / torch.sqrt(x.square().mean(dim=(2, 3), keepdim=True) + _EPS)
 
 
 def blur_kernel(channels: int) -> torch.Tensor:
@@ -115,9 +115,10 @@ class TruncationModule(nn.Module):
         psi = 1.0 if trunc_psi is None else trunc_psi
         layers = 0 if trunc_layers is None else trunc_layers
         if psi < 1.0 and layers > 0:
-            index = torch.arange(self.num_layers, device=wp.device).view(1, -1, 1)
-            truncated = self.w_avg + psi * (wp - self.w_avg)
-            wp = torch.where(index < layers, truncated, wp)
+            # Same arithmetic as the reference for every layer (coefficient 1 beyond `layers`), so outputs match bit for bit.
+            coefs = torch.ones(1, self.num_layers, 1, dtype=wp.dtype, device=wp.device)
+            coefs[:, :layers] = psi
+            wp = self.w_avg + (wp - self.w_avg) * coefs
         return wp
 
 
@@ -209,7 +210,7 @@ class ToRGB(nn.Module):
         self.wscale = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.wscale, self.bias)
+        return F.conv2d(x, self.weight * self.wscale) + self.bias.view(1, -1, 1, 1)
 
 
 class SynthesisModule(nn.Module):
@@ -308,7 +309,8 @@ class StyleGANGenerator(nn.Module):
         if self.training and w_moving_decay < 1.0:
             with torch.no_grad():
                 batch_avg = w.detach().mean(dim=0)
-                self.truncation.w_avg.copy_(torch.lerp(batch_avg, self.truncation.w_avg, w_moving_decay))
+                w_avg = self.truncation.w_avg
+                w_avg.copy_(w_avg * w_moving_decay + batch_avg * (1 - w_moving_decay))
         wp = self.truncation(w)
         if self.training and style_mixing_prob > 0:
             wp = self.mix_styles(wp, z, lod, style_mixing_prob)

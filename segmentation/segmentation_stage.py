@@ -1,0 +1,302 @@
+"""Stage 3 runner: face crop (MTCNN) and face parsing of every filtered image.
+
+For each `{no:06d}.png|jpg` of the input folder: MTCNN's largest box, enlarged by 50 % (clipped,
+truncated to int), cropped and resized to 224x224 (bicubic); the profile's parser (FaceXFormer for
+celeba256, the face-mesh parser for embedded) turns the crop into an 11-class map. Outputs, as the
+original names them, in the output folder:
+
+* `parsing_{no:06d}.png`  - 224x224 single-channel uint8 class map (values 0..10),
+* `face_{no:06d}.png`     - the 224x224 face crop,
+* `parsing_visualization_{no:06d}.png` - 50/50 blend of the crop and the class colours,
+* `skipped_images.csv`    - img_no, img_path, reason for images without a face (never a crash),
+* `segmentation_config.json` - the resolved options; and `<output folder>_grid.png` beside the folder.
+
+Unlike the original, the models are built once and images go through in batches. Every file is
+written atomically; an image whose three files exist (or that is listed as skipped) is not redone
+unless `force`, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from common.config import REPO_ROOT, dump_config, resolve_repo_path
+from common.errors import PipelineError
+from common.fileio import atomic_write_csv, load_image, save_image
+from common.images import make_grid
+from segmentation.face_detection import CROP_SIZE, create_mtcnn, crop_face, detect_largest_faces
+
+PARSERS = ("mesh", "facexformer")
+CONFIG_FILE = "segmentation_config.json"
+SKIPPED_FILE = "skipped_images.csv"
+SKIPPED_COLUMNS = ["img_no", "img_path", "reason"]
+IMAGE_PATTERN = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
+NUM_CLASSES = 11
+# RGB colour of each class 0..10 in the visualisations (the original's table).
+CLASS_COLOURS = np.array([(0, 0, 0), (0, 153, 255), (102, 255, 153), (0, 204, 153), (255, 255, 102),
+                          (255, 255, 204), (255, 153, 0), (255, 102, 255), (102, 0, 51), (255, 204, 255),
+                          (255, 0, 102)], dtype=np.uint8)
+
+
+@dataclass
+class SegmentationConfig:
+    """Section [segmentation] of a profile."""
+
+    profile: str = "embedded"
+    input_dir: str = field(default="stylegan/synthesize_results_filtered", metadata={
+        "help": "folder of {no:06d}.png/.jpg images (written by run_cnn.py)"})
+    output_dir: str = field(default="segmentation/segmentation_results", metadata={
+        "help": "folder for parsing_/face_/parsing_visualization_{no:06d}.png and skipped_images.csv"})
+    parser: str = field(default="mesh", metadata={
+        "help": "face parser: mesh (face-mesh landmarks, no download) or facexformer (needs CHECKPOINT)"})
+    checkpoint: str = field(default="segmentation/models/segmentation_model.pt", metadata={
+        "help": "FaceXFormer checkpoint (parser = facexformer only)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N] (MTCNN and FaceXFormer)"})
+    batch_size: int = field(default=16, metadata={"help": "images per detection / parsing batch"})
+    detection_upscale: int = field(default=256, metadata={
+        "help": "images smaller than this are bicubically upscaled to it for MTCNN (0 = never)"})
+    crop_enlarge: float = field(default=0.5, metadata={"help": "box growth before cropping (0.5 = 25 %% per side)"})
+    num_threads: int = field(default=0, metadata={"help": "CPU threads for torch and the mesh parser (0 = default)"})
+    grid_images: int = field(default=16, metadata={"help": "how many results the preview grid shows"})
+
+    def validate(self) -> None:
+        if self.parser not in PARSERS:
+            raise PipelineError(f"[segmentation] parser = {self.parser!r}; allowed: {', '.join(PARSERS)}")
+        if self.batch_size < 1:
+            raise PipelineError(f"[segmentation] batch_size must be >= 1, got {self.batch_size}")
+        if self.detection_upscale < 0 or self.num_threads < 0 or self.grid_images < 0:
+            raise PipelineError("[segmentation] detection_upscale, num_threads and grid_images must be >= 0")
+        if not 0.0 <= self.crop_enlarge <= 4.0:
+            raise PipelineError(f"[segmentation] crop_enlarge must be in [0, 4], got {self.crop_enlarge}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise PipelineError(f"[segmentation] device = {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    img_no: int
+    path: Path
+
+
+@dataclass
+class SegmentationSummary:
+    parsed: int
+    skipped: int
+    already_done: int
+    seconds: float
+    output_dir: Path
+    grid_path: Path | None
+    skipped_rows: list[dict] = field(default_factory=list)
+
+    def line(self) -> str:
+        rate = f", {self.seconds / self.parsed * 1000:.0f} ms/image" if self.parsed else ""
+        return (f"parsed {self.parsed}, skipped {self.skipped} (no face; see {SKIPPED_FILE}), "
+                f"already done {self.already_done}, in {self.seconds:.1f} s{rate} -> {repo_relative(self.output_dir)}")
+
+
+def repo_relative(path: Path) -> str:
+    """Path relative to the repository root with '/' separators when inside it, else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def output_paths(output_dir: Path, img_no: int) -> dict[str, Path]:
+    return {"parsing": output_dir / f"parsing_{img_no:06d}.png",
+            "face": output_dir / f"face_{img_no:06d}.png",
+            "visualization": output_dir / f"parsing_visualization_{img_no:06d}.png"}
+
+
+def list_input_images(input_dir: Path) -> list[InputImage]:
+    """The numbered images of the folder, by number; a missing or empty folder names the stage that fills it."""
+    if not input_dir.is_dir():
+        raise PipelineError(f"{input_dir}: input folder not found; run run_cnn.py (stage 2) first, it writes "
+                            f"the filtered images there")
+    images: dict[int, Path] = {}
+    for entry in sorted(os.scandir(input_dir), key=lambda e: e.name):
+        match = IMAGE_PATTERN.match(entry.name)
+        if not match or not entry.is_file():
+            continue
+        img_no = int(match.group(1))
+        if img_no in images:
+            raise PipelineError(f"{input_dir}: image number {img_no} appears twice ({images[img_no].name}, "
+                                f"{entry.name}); keep one of them")
+        images[img_no] = Path(entry.path)
+    if not images:
+        raise PipelineError(f"{input_dir}: no {{no:06d}}.png/.jpg images; run run_cnn.py (stage 2) first")
+    return [InputImage(no, images[no]) for no in sorted(images)]
+
+
+def colourise(class_map: np.ndarray) -> np.ndarray:
+    """[H, W] class indices -> [H, W, 3] uint8 RGB class colours (out-of-range indices are black)."""
+    safe = np.where(class_map < NUM_CLASSES, class_map, 0)
+    return CLASS_COLOURS[safe]
+
+
+def visualise(crop: np.ndarray, class_map: np.ndarray) -> np.ndarray:
+    """50/50 blend of the crop and its class colours (rounded)."""
+    return cv2.addWeighted(crop, 0.5, colourise(class_map), 0.5, 0.0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"[segmentation] device = {name!r} but CUDA is not available; use --device cpu")
+    return device
+
+
+def build_face_parser(config: SegmentationConfig, device: torch.device):
+    """The profile's parser, built once; both offer parse(crops [N,224,224,3] uint8) -> [N,224,224] uint8."""
+    if config.parser == "facexformer":
+        from segmentation.facexformer import FaceXFormerParser
+
+        return FaceXFormerParser(resolve_repo_path(config.checkpoint), device, config.batch_size)
+    from segmentation.mesh_parser import MeshFaceParser
+
+    return MeshFaceParser(num_threads=max(config.num_threads, 1))
+
+
+def read_skipped(output_dir: Path) -> pd.DataFrame:
+    path = output_dir / SKIPPED_FILE
+    if not path.is_file():
+        return pd.DataFrame(columns=SKIPPED_COLUMNS)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        table = pd.DataFrame(columns=SKIPPED_COLUMNS)
+    if list(table.columns) != SKIPPED_COLUMNS:
+        raise PipelineError(f"{path}: expected columns {', '.join(SKIPPED_COLUMNS)}; delete the file and re-run")
+    return table
+
+
+def write_skipped(output_dir: Path, rows: dict[int, dict]) -> None:
+    table = pd.DataFrame([rows[k] for k in sorted(rows)], columns=SKIPPED_COLUMNS)
+    atomic_write_csv(table, output_dir / SKIPPED_FILE, index=False)
+
+
+def is_done(output_dir: Path, img_no: int) -> bool:
+    return all(p.is_file() for p in output_paths(output_dir, img_no).values())
+
+
+def crop_faces(mtcnn, images: list[np.ndarray], config: SegmentationConfig) -> list[np.ndarray | str]:
+    """Per image its 224x224 face crop, or the reason why there is none."""
+    upscale = config.detection_upscale or None
+    boxes = detect_largest_faces(mtcnn, images, upscale_to=upscale, batch_size=config.batch_size)
+    results: list[np.ndarray | str] = []
+    for image, face in zip(images, boxes):
+        if face is None:
+            results.append("no face detected by MTCNN")
+            continue
+        try:
+            results.append(crop_face(image, face.box, CROP_SIZE, config.crop_enlarge))
+        except ValueError:
+            results.append(f"empty face box {tuple(round(v, 1) for v in face.box)}")
+    return results
+
+
+def run_segmentation(config: SegmentationConfig, force: bool = False, progress: bool = True) -> SegmentationSummary:
+    """Crop and parse every image of the input folder that is not done yet; returns the counts."""
+    input_dir = resolve_repo_path(config.input_dir)
+    output_dir = resolve_repo_path(config.output_dir)
+    images = list_input_images(input_dir)
+    skipped_before = {int(r.img_no): r._asdict() for r in read_skipped(output_dir).itertuples(index=False)} \
+        if not force else {}
+    todo = [im for im in images
+            if force or not (is_done(output_dir, im.img_no) or im.img_no in skipped_before)]
+    already_done = len(images) - len(todo)
+    start = time.perf_counter()
+    if not todo:
+        grid = write_preview_grid(output_dir, [im.img_no for im in images], config.grid_images)
+        return SegmentationSummary(0, 0, already_done, 0.0, output_dir, grid)
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    face_parser = build_face_parser(config, device)
+    mtcnn = create_mtcnn(device)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(dataclasses.replace(config), output_dir / CONFIG_FILE)
+
+    # Rows of images that are redone now leave the table; the others (earlier runs) stay.
+    todo_numbers = {im.img_no for im in todo}
+    skipped_rows = {no: row for no, row in skipped_before.items() if no not in todo_numbers}
+    if force:
+        skipped_rows = {int(r.img_no): r._asdict() for r in read_skipped(output_dir).itertuples(index=False)
+                        if int(r.img_no) not in todo_numbers}
+    parsed = 0
+    new_skips: list[dict] = []
+    bar = tqdm(total=len(todo), unit="img", desc=f"segmentation ({config.parser})", disable=not progress,
+               dynamic_ncols=True)
+    for batch_start in range(0, len(todo), config.batch_size):
+        batch = todo[batch_start:batch_start + config.batch_size]
+        loaded: list[tuple[InputImage, np.ndarray]] = []
+        for item in batch:
+            try:
+                loaded.append((item, load_image(item.path)))
+            except PipelineError:
+                new_skips.append(_skip_row(item, "unreadable image file"))
+        crops = crop_faces(mtcnn, [image for _, image in loaded], config)
+        with_face = [(item, crop) for (item, _), crop in zip(loaded, crops) if not isinstance(crop, str)]
+        for (item, _), crop in zip(loaded, crops):
+            if isinstance(crop, str):
+                new_skips.append(_skip_row(item, crop))
+        if with_face:
+            class_maps = face_parser.parse(np.stack([crop for _, crop in with_face]))
+            for (item, crop), class_map in zip(with_face, class_maps):
+                paths = output_paths(output_dir, item.img_no)
+                save_image(crop, paths["face"])
+                save_image(visualise(crop, class_map), paths["visualization"])
+                save_image(np.ascontiguousarray(class_map, dtype=np.uint8), paths["parsing"])
+            parsed += len(with_face)
+        for row in new_skips[len(new_skips) - (len(batch) - len(with_face)):]:
+            skipped_rows[row["img_no"]] = row
+            tqdm.write(f"skipped {row['img_path']}: {row['reason']}", file=sys.stderr)
+        if len(batch) > len(with_face) or force:
+            write_skipped(output_dir, skipped_rows)
+        bar.update(len(batch))
+        bar.set_postfix(parsed=parsed, skipped=len(new_skips))
+    bar.close()
+    if skipped_rows or (output_dir / SKIPPED_FILE).is_file():
+        write_skipped(output_dir, skipped_rows)
+    seconds = time.perf_counter() - start
+    grid = write_preview_grid(output_dir, [im.img_no for im in images], config.grid_images)
+    return SegmentationSummary(parsed, len(new_skips), already_done, seconds, output_dir, grid, new_skips)
+
+
+def _skip_row(item: InputImage, reason: str) -> dict:
+    return {"img_no": item.img_no, "img_path": repo_relative(item.path), "reason": reason}
+
+
+def write_preview_grid(output_dir: Path, numbers: list[int], count: int) -> Path | None:
+    """`<output folder>_grid.png`: pairs of (face crop, visualisation) of the first `count` parsed images."""
+    if count <= 0:
+        return None
+    tiles = []
+    for img_no in numbers:
+        paths = output_paths(output_dir, img_no)
+        if not (paths["face"].is_file() and paths["visualization"].is_file()):
+            continue
+        tiles += [load_image(paths["face"]), load_image(paths["visualization"])]
+        if len(tiles) >= 2 * count:
+            break
+    if not tiles:
+        return None
+    grid_path = output_dir.parent / f"{output_dir.name}_grid.png"
+    save_image(make_grid(np.stack(tiles), ncols=8), grid_path)
+    return grid_path

@@ -1,0 +1,246 @@
+"""Stage 1: sample faces from the profile's StyleGAN and save them with their latents.
+
+Image i is a function of (run seed, i) alone: its z (and, with style mixing, its second z and
+cut-off layer) come from a random stream seeded by the pair, so any batch size, device or an
+interrupted-and-resumed run gives the same images. `latents.npz` beside the images holds
+index, z, w, the mixing latents and the seed, so every image can be regenerated exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common.config import dump_config, resolve_repo_path
+from common.errors import PipelineError
+from common.fileio import atomic_path, save_image
+from common.images import save_grid, to_uint8
+from stylegan.checkpoint import load_generator
+
+LATENT_FILE = "latents.npz"
+CONFIG_FILE = "generation_config.json"
+CELEBA_CHECKPOINT_HINT = ("download 'StyleGAN (ours) celeba-partial-256x256' from the GenForce MODEL_ZOO "
+                          "(github.com/genforce/genforce/blob/master/MODEL_ZOO.md) and save it as "
+                          "stylegan/stylegan_model.pth")
+EMBEDDED_CHECKPOINT_HINT = "train it with `python -m stylegan.train_embedded_base --export` (see README)"
+
+
+@dataclass
+class GeneratorConfig:
+    profile: str = "embedded"
+    checkpoint: str = field(default="stylegan/models/embedded_stylegan_64.pth",
+                            metadata={"help": "GenForce-layout StyleGAN checkpoint"})
+    checkpoint_entry: str = field(default="generator", metadata={"help": "generator or generator_smooth"})
+    resolution: int = 64
+    fmaps_base: int = 16384
+    fmaps_max: int = 512
+    num_images: int = field(default=1000, metadata={"help": "how many images to generate"})
+    batch_size: int = 32
+    seed: int = field(default=0, metadata={"help": "run seed: image i depends on (seed, i) only"})
+    output_dir: str = "stylegan/synthesize_results"
+    image_format: str = field(default="png", metadata={"help": "png (lossless) or jpg (quality 95, as the original)"})
+    trunc_psi: float = 1.0
+    trunc_layers: int = 0
+    style_mixing_prob: float = field(default=0.0, metadata={
+        "help": "probability that an image mixes in a second latent's styles (0.9 mimics the original)"})
+
+    def validate(self) -> None:
+        if self.image_format not in ("png", "jpg"):
+            raise PipelineError(f"image_format must be png or jpg, got '{self.image_format}'")
+        if self.checkpoint_entry not in ("generator", "generator_smooth"):
+            raise PipelineError(f"checkpoint_entry must be generator or generator_smooth, got '{self.checkpoint_entry}'")
+        for name in ("num_images", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.style_mixing_prob <= 1.0:
+            raise PipelineError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
+        if self.trunc_psi < 0 or self.trunc_layers < 0:
+            raise PipelineError("trunc_psi and trunc_layers must be >= 0")
+
+    def generator_kwargs(self) -> dict:
+        return dict(resolution=self.resolution, fmaps_base=self.fmaps_base, fmaps_max=self.fmaps_max)
+
+    def checkpoint_hint(self) -> str:
+        return CELEBA_CHECKPOINT_HINT if self.profile == "celeba256" else EMBEDDED_CHECKPOINT_HINT
+
+
+@dataclass
+class ImageLatents:
+    """Per-image random choices: z, and for style mixing a second z and the first layer it replaces."""
+
+    index: np.ndarray
+    z: np.ndarray
+    mix_z: np.ndarray
+    mix_cut: np.ndarray  # 0 = no mixing
+
+
+def sample_latents(seed: int, indices, z_dim: int, num_layers: int, style_mixing_prob: float) -> ImageLatents:
+    indices = np.asarray(list(indices), dtype=np.int64)
+    z = np.empty((len(indices), z_dim), np.float32)
+    mix_z = np.zeros_like(z)
+    mix_cut = np.zeros(len(indices), np.int64)
+    for row, i in enumerate(indices):
+        rng = np.random.default_rng([seed, int(i)])
+        z[row] = rng.standard_normal(z_dim, dtype=np.float32)
+        if style_mixing_prob > 0 and rng.uniform() < style_mixing_prob:
+            mix_z[row] = rng.standard_normal(z_dim, dtype=np.float32)
+            mix_cut[row] = rng.integers(1, num_layers)
+    return ImageLatents(indices, z, mix_z, mix_cut)
+
+
+# CPU kernels for batches of 1-3 take other code paths than larger ones, which changes results in the
+# last float bits (and so some uint8 pixels); padding every batch to at least this size makes an image
+# independent of the batch it was computed in.
+MIN_COMPUTE_BATCH = 4
+
+
+def batch_invariant(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn(x) computed on x padded (with copies of its first row) to at least MIN_COMPUTE_BATCH rows."""
+    n = x.shape[0]
+    if n >= MIN_COMPUTE_BATCH:
+        return fn(x)
+    padding = x[:1].expand(MIN_COMPUTE_BATCH - n, *x.shape[1:])
+    return fn(torch.cat([x, padding]))[:n]
+
+
+def latents_to_wp(generator, latents: ImageLatents, device, trunc_psi: float, trunc_layers: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w, wp) for a batch of latents: mapping, per-image style mixing, then truncation."""
+    z = torch.from_numpy(latents.z).to(device)
+    w = batch_invariant(generator.mapping, z)
+    wp = generator.truncation(w)
+    cuts = torch.from_numpy(latents.mix_cut).to(device)
+    if bool((cuts > 0).any()):
+        mix_z = torch.from_numpy(latents.mix_z).to(device)
+        wp_mix = generator.truncation(batch_invariant(generator.mapping, mix_z))
+        layer = torch.arange(wp.shape[1], device=device).view(1, -1, 1)
+        use_mix = (cuts.view(-1, 1, 1) > 0) & (layer >= cuts.view(-1, 1, 1))
+        wp = torch.where(use_mix, wp_mix, wp)
+    return w, generator.truncation(wp, trunc_psi, trunc_layers)
+
+
+def image_path(output_dir: Path, index: int, image_format: str) -> Path:
+    return output_dir / f"{index:06d}.{image_format}"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_generator(config: GeneratorConfig, device: torch.device):
+    path = resolve_repo_path(config.checkpoint)
+    generator = load_generator(path, config.checkpoint_entry, device, missing_hint=config.checkpoint_hint(),
+                               **config.generator_kwargs())
+    if device.type == "cpu":
+        generator = generator.to(memory_format=torch.channels_last)
+    return generator
+
+
+@torch.inference_mode()
+def generate_images(generator, latents: ImageLatents, config: GeneratorConfig, device) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [N, H, W, 3] and w [N, w_dim] for one batch of latents."""
+    w, wp = latents_to_wp(generator, latents, device, config.trunc_psi, config.trunc_layers)
+    images = batch_invariant(generator.synthesis, wp)
+    return to_uint8(images), w.float().cpu().numpy()
+
+
+def run_generation(config: GeneratorConfig, force: bool = False, device: torch.device | None = None,
+                   progress: bool = True) -> dict:
+    """Generate the missing images of the run, then (re)write latents.npz; returns a summary."""
+    device = device or default_device()
+    output_dir = resolve_repo_path(config.output_dir)
+    generator = build_generator(config, device)
+    _check_previous_run(output_dir, config, force)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, output_dir / CONFIG_FILE)
+
+    todo = [i for i in range(config.num_images)
+            if force or not image_path(output_dir, i, config.image_format).is_file()]
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True, desc="generating")
+    for batch_start in range(0, len(todo), config.batch_size):
+        indices = todo[batch_start:batch_start + config.batch_size]
+        latents = sample_latents(config.seed, indices, generator.z_space_dim, generator.num_layers,
+                                 config.style_mixing_prob)
+        images, _ = generate_images(generator, latents, config, device)
+        for i, image in zip(indices, images):
+            save_image(image, image_path(output_dir, i, config.image_format))
+        bar.update(len(indices))
+    bar.close()
+    elapsed = time.perf_counter() - start
+    write_latent_file(generator, config, output_dir, device)
+    _write_preview_grid(output_dir, config)
+    return {"generated": len(todo), "skipped": config.num_images - len(todo), "seconds": elapsed,
+            "images_per_second": len(todo) / elapsed if elapsed > 0 and todo else 0.0,
+            "output_dir": str(output_dir), "device": str(device)}
+
+
+@torch.inference_mode()
+def write_latent_file(generator, config: GeneratorConfig, output_dir: Path, device) -> Path:
+    """latents.npz with every image's z and w (recomputed cheaply from the seed, so resume needs no shards)."""
+    latents = sample_latents(config.seed, range(config.num_images), generator.z_space_dim, generator.num_layers,
+                             config.style_mixing_prob)
+    ws = []
+    for start in range(0, config.num_images, 1024):
+        z = torch.from_numpy(latents.z[start:start + 1024]).to(device)
+        ws.append(batch_invariant(generator.mapping, z).float().cpu().numpy())
+    path = output_dir / LATENT_FILE
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, index=latents.index, z=latents.z, w=np.concatenate(ws), mix_z=latents.mix_z,
+                     mix_cut=latents.mix_cut, seed=np.int64(config.seed),
+                     trunc_psi=np.float64(config.trunc_psi), trunc_layers=np.int64(config.trunc_layers))
+    return path
+
+
+def load_latent_file(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: latent file not found; run run_original_generator.py first")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise PipelineError(f"{path}: not a readable latent file ({exc}); re-run run_original_generator.py") from None
+
+
+@torch.inference_mode()
+def regenerate(generator, latent_file: dict[str, np.ndarray], indices, device="cpu") -> np.ndarray:
+    """Re-create images from a saved latent file (same z, mixing and truncation as when generated)."""
+    rows = [int(np.flatnonzero(latent_file["index"] == i)[0]) for i in indices]
+    latents = ImageLatents(latent_file["index"][rows], latent_file["z"][rows], latent_file["mix_z"][rows],
+                           latent_file["mix_cut"][rows])
+    _, wp = latents_to_wp(generator, latents, device, float(latent_file["trunc_psi"]),
+                          int(latent_file["trunc_layers"]))
+    return to_uint8(batch_invariant(generator.synthesis, wp))
+
+
+def _check_previous_run(output_dir: Path, config: GeneratorConfig, force: bool) -> None:
+    """Refuse to mix images of two different runs in one folder (unless --force)."""
+    previous = output_dir / CONFIG_FILE
+    if force or not previous.is_file():
+        return
+    try:
+        old = json.loads(previous.read_text())
+    except json.JSONDecodeError:
+        return
+    keys = ("checkpoint", "checkpoint_entry", "seed", "trunc_psi", "trunc_layers", "style_mixing_prob",
+            "image_format", "resolution")
+    changed = [k for k in keys if k in old and old[k] != getattr(config, k)]
+    if changed:
+        raise PipelineError(f"{previous}: images there were made with different {', '.join(changed)}; "
+                            f"use --force to regenerate or choose another --output-dir")
+
+
+def _write_preview_grid(output_dir: Path, config: GeneratorConfig, count: int = 64) -> None:
+    from common.fileio import load_image
+
+    paths = [image_path(output_dir, i, config.image_format) for i in range(min(count, config.num_images))]
+    images = np.stack([load_image(p) for p in paths])
+    save_grid(images, output_dir.parent / f"{output_dir.name}_grid.png", ncols=8)
