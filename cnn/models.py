@@ -119,6 +119,20 @@ class PropertyCNN(nn.Module):
         self.fc1 = nn.Sequential(nn.Linear(in_channels * height * width, FC_WIDTH), nn.Tanh(),
                                  nn.Dropout(FC_DROPOUT))
         self.head = nn.Sequential(nn.Linear(FC_WIDTH, 1), nn.Sigmoid())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He init for the LeakyReLU convs, Xavier for the tanh FC1, zero biases. PyTorch's default
+        init shrinks the signal about 2x per conv here, and the net then needs many epochs just to
+        start learning (the original trained without an epoch cap)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        nn.init.xavier_uniform_(self.fc1[0].weight, gain=nn.init.calculate_gain("tanh"))
+        nn.init.zeros_(self.fc1[0].bias)
+        nn.init.xavier_uniform_(self.head[0].weight)
+        nn.init.zeros_(self.head[0].bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, R, R] in [0, 1] -> [N] scores in (0, 1)."""

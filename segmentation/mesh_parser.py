@@ -12,9 +12,13 @@ the package's Python code needs TensorFlow and numpy 1) and runs them with ai-ed
    face mesh alone barely follows blinks);
 3. eyes, brows, nose, lips and inner mouth are filled polygons of the standard MediaPipe
    contour index lists; skin is the face oval;
-4. hair, background and the skin outside the oval (upper forehead, temples) come from two
-   GrabCut runs whose initial masks are placed by the landmarks: colour models learnt per
-   image decide where the hair ends, which works for any hair colour and length.
+4. hair, background and the skin outside the oval (upper forehead, temples, ears) come from a
+   three-class colour model: spatial priors placed by the landmarks (skin in the oval, a hair
+   cap above the brows and down the sides, background far from the head) times per-image
+   Gaussian-mixture colour likelihoods, refined by EM (like GrabCut, but with three classes:
+   a binary GrabCut of hair against the rest learnt the background colours only from around
+   the head and labelled the sky above short hair as hair). Hair islands not touching the
+   head are dropped.
 
 Class indices follow FaceXFormer's LaPa convention (see MODEL_ARCHITECTURES.md 5.7):
 left/right mean the image-left/image-right region, i.e. MediaPipe's "left eye" points
@@ -49,7 +53,7 @@ LOWER_LIP_CONTOUR = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291,
                      308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78]
 INNER_MOUTH_CONTOUR = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,
                        324, 318, 402, 317, 14, 87, 178, 88, 95]
-# The nose region is the convex hull of the bridge (from between the eyes), the sides and the wings.
+# The nose region is the convex hull of the bridge (from the eye-corner level down), the sides and the wings.
 NOSE_POINTS = [6, 197, 195, 5, 4, 1, 19, 94, 2, 122, 351, 196, 419, 3, 248, 51, 281,
                45, 275, 220, 440, 115, 344, 48, 278, 49, 279, 64, 294, 98, 327, 97, 326, 129, 358]
 
@@ -130,8 +134,9 @@ def _iris_agrees(iris_eye: np.ndarray, mesh_eye: np.ndarray) -> bool:
     if width < 1.0:
         return False
     shift = float(np.linalg.norm(iris_eye.mean(axis=0) - mesh_eye.mean(axis=0))) / width
+    point_distance = float(np.linalg.norm(iris_eye - mesh_eye, axis=1).mean()) / width
     ratio = float(np.linalg.norm(iris_eye[0] - iris_eye[8])) / width
-    return shift < 0.15 and 0.8 < ratio < 1.25
+    return shift < 0.15 and point_distance < 0.2 and 0.8 < ratio < 1.25
 
 
 def _polygon_mask(shape: tuple[int, int], points: np.ndarray, shift: int = 4) -> np.ndarray:
@@ -153,11 +158,29 @@ def _keep_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
+def skin_seed(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
+    """The face oval without (dilated) eyes, brows, nose and mouth: pixels that are surely skin.
+
+    The skin colour model is learnt only there; dark brows, eyes and lips in it would let it explain
+    dark hair, and skin-coloured hair pixels in it would let it creep into the hair.
+    """
+    seed = _polygon_mask(shape, points[FACE_OVAL]).astype(np.uint8)
+    features = np.zeros(shape, np.uint8)
+    for contour in (IMAGE_LEFT_EYE, IMAGE_RIGHT_EYE, IMAGE_LEFT_BROW, IMAGE_RIGHT_BROW, NOSE_POINTS,
+                    UPPER_LIP_CONTOUR + LOWER_LIP_CONTOUR):
+        hull = cv2.convexHull(points[contour].astype(np.float32))[:, 0, :]
+        features |= _polygon_mask(shape, hull).astype(np.uint8)
+    features = cv2.dilate(features, np.ones((3, 3), np.uint8), iterations=2)
+    seed = cv2.erode(seed, np.ones((3, 3), np.uint8)) & (1 - features)
+    return seed.astype(bool)
+
+
 def head_priors(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
     """Prior probabilities [3, H, W] of background / skin / hair placed by the landmarks.
 
-    Skin: the face oval, fading within a short distance outside it (upper forehead, temples), never
-    below the jaw (LaPa labels the neck background). Hair: a cap above the brows and around the
+    Skin: the face oval, fading within a short distance outside it (temples, ears) and a longer one
+    above it (high foreheads, receding hair, bald crowns), never below the mouth line (LaPa labels
+    the neck background). Hair: a cap above the brows and around the
     temples, weaker beside the cheeks and on the shoulders, a little inside the forehead (fringes).
     Background: what is far from the head. Colour decides between them where the priors overlap.
     """
@@ -178,18 +201,23 @@ def head_priors(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
     mouth_s = float((points[[61, 291]].mean(axis=0) - center) @ up) / face_h
     outside = cv2.distanceTransform((~oval).astype(np.uint8), cv2.DIST_L2, 3) / face_w
 
-    skin = np.where(oval, 1.0, 0.5 * np.exp(-outside / 0.05))
+    skin = np.where(oval, 1.0, np.where(s > brow_s, 0.35 * np.exp(-outside / 0.15),
+                                        0.5 * np.exp(-outside / 0.05)))
     skin[~oval & (s < mouth_s)] = 0.02
     near_head = np.exp(-(outside / 0.45) ** 2)
     hair_height = np.select([s > brow_s, s > -0.5], [1.0, 0.6], default=np.where(t > 0.35, 0.35, 0.05))
-    hair = np.where(oval, np.where(s > brow_s + 0.05, 0.15, 0.0), 0.6 * near_head * hair_height)
+    hair = np.where(oval, np.where(s > brow_s + 0.05, 0.03, 0.0), 0.6 * near_head * hair_height)
     background = np.where(oval, 0.01, 0.1 + 0.9 * (1.0 - near_head))
     priors = np.stack([background, skin, hair]) + 1e-4
     return priors / priors.sum(axis=0, keepdims=True)
 
 
 def _fit_gaussians(x: np.ndarray, weights: np.ndarray, resp: np.ndarray | None, k: int):
-    """Weighted M-step of a k-component full-covariance Gaussian mixture; resp=None starts from k-means."""
+    """Weighted M-step of a k-component full-covariance Gaussian mixture.
+
+    resp=None starts from k equal slices of the pixels sorted by lightness. The 4-unit ridge on the
+    covariances (in Lab units squared) keeps flat image regions from giving singular components.
+    """
     n = len(x)
     if resp is None:
         order = np.argsort(x[:, 0])
@@ -216,23 +244,29 @@ def _log_gaussians(x: np.ndarray, mix, means, covs) -> np.ndarray:
     return out
 
 
-def colour_posteriors(image: np.ndarray, priors: np.ndarray, iterations: int, components: int = 3) -> np.ndarray:
+def colour_posteriors(image: np.ndarray, priors: np.ndarray, iterations: int, fit_masks: np.ndarray | None = None,
+                      components: int = 3) -> np.ndarray:
     """Posterior class probabilities [C, H, W] under per-class Gaussian-mixture colour models (CIELab).
 
     EM on two levels: each class's mixture is refitted to the pixels weighted by their current class
-    posterior, and the class posterior is prior x colour likelihood, lightly smoothed in space (a
-    cheap stand-in for a pairwise smoothness term).
+    posterior (times `fit_masks[c]`, which keeps a class's model to where it is known to be), and
+    the class posterior is prior x colour likelihood, lightly smoothed in space (a cheap stand-in
+    for a pairwise smoothness term).
     """
     h, w = image.shape[:2]
     lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3).astype(np.float64)
     num_classes = priors.shape[0]
     prior_flat = priors.reshape(num_classes, -1)
+    masks = np.ones_like(prior_flat) if fit_masks is None else fit_masks.reshape(num_classes, -1).astype(np.float64)
     posterior = prior_flat.copy()
     component_resp: list[np.ndarray | None] = [None] * num_classes
     for _ in range(max(iterations, 1)):
         log_lik = np.empty_like(prior_flat)
         for c in range(num_classes):
-            log_comp = _log_gaussians(lab, *_fit_gaussians(lab, posterior[c], component_resp[c], components))
+            weights = posterior[c] * masks[c]
+            if weights.sum() < 10.0:
+                weights = posterior[c]
+            log_comp = _log_gaussians(lab, *_fit_gaussians(lab, weights, component_resp[c], components))
             log_lik[c] = np.logaddexp.reduce(log_comp, axis=1)
             component_resp[c] = np.exp(log_comp - log_lik[c][:, None])
         log_post = np.log(prior_flat) + log_lik
@@ -247,7 +281,8 @@ def colour_posteriors(image: np.ndarray, priors: np.ndarray, iterations: int, co
 class MeshFaceParser:
     """parse(crops [N, 224, 224, 3] uint8 RGB) -> [N, 224, 224] uint8 class maps (same interface as FaceXFormer)."""
 
-    def __init__(self, num_threads: int = 1, em_iterations: int = 4, refine_iris: bool = True):
+    def __init__(self, num_threads: int = 1, em_iterations: int = 4, refine_iris: bool = True,
+                 min_face_score: float = 0.5):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:  # pragma: no cover - install problem
@@ -258,6 +293,7 @@ class MeshFaceParser:
         self.iris.allocate_tensors()
         self.em_iterations = em_iterations
         self.refine_iris = refine_iris
+        self.min_face_score = min_face_score
         cv2.setNumThreads(num_threads)
 
     # ---- landmark networks -------------------------------------------------------------------------
@@ -269,7 +305,9 @@ class MeshFaceParser:
         self.mesh.set_tensor(self.mesh.get_input_details()[0]["index"],
                              (patch.astype(np.float32) / 255.0)[None])
         self.mesh.invoke()
-        points_out, score_out = self.mesh.get_output_details()
+        outputs = self.mesh.get_output_details()
+        points_out = next(d for d in outputs if d["shape"][-1] == 1404)   # 468 x (x, y, z)
+        score_out = next(d for d in outputs if d["shape"][-1] == 1)       # face presence logit
         points = self.mesh.get_tensor(points_out["index"]).reshape(-1, 3)[:, :2].astype(np.float64)
         logit = float(self.mesh.get_tensor(score_out["index"]).ravel()[0])
         return _apply(window, points), 1.0 / (1.0 + np.exp(-logit))
@@ -314,7 +352,8 @@ class MeshFaceParser:
         if self.refine_iris:
             down = points[152] - points[10]
             points = points.copy()
-            for outer, inner, mesh_index in ((33, 133, IRIS_TO_MESH_IMAGE_LEFT), (263, 362, IRIS_TO_MESH_IMAGE_RIGHT)):
+            for outer, inner, mesh_index in ((33, 133, IRIS_TO_MESH_IMAGE_LEFT),
+                                             (263, 362, IRIS_TO_MESH_IMAGE_RIGHT)):
                 eye_points = self._run_iris(crop, points, outer, inner, down)
                 if _iris_agrees(eye_points[:16], points[mesh_index[:16]]):
                     points[mesh_index] = eye_points
@@ -329,7 +368,9 @@ class MeshFaceParser:
         gh, gw = round(h * scale), round(w * scale)
         small = cv2.resize(crop, (gw, gh), interpolation=cv2.INTER_AREA)
         priors = head_priors((gh, gw), points * scale)
-        posteriors = colour_posteriors(small, priors, self.em_iterations)
+        fit_masks = np.ones_like(priors)
+        fit_masks[REGION_SKIN] = skin_seed((gh, gw), points * scale)
+        posteriors = colour_posteriors(small, priors, self.em_iterations, fit_masks)
         posteriors = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in posteriors])
         labels = posteriors.argmax(axis=0)
         oval = _polygon_mask((h, w), points[FACE_OVAL])
@@ -349,9 +390,12 @@ class MeshFaceParser:
         for cls, polygon in ((NOSE, nose_hull),
                              (LEFT_BROW, points[IMAGE_LEFT_BROW]), (RIGHT_BROW, points[IMAGE_RIGHT_BROW]),
                              (LEFT_EYE, points[IMAGE_LEFT_EYE]), (RIGHT_EYE, points[IMAGE_RIGHT_EYE]),
-                             (UPPER_LIP, points[UPPER_LIP_CONTOUR]), (LOWER_LIP, points[LOWER_LIP_CONTOUR]),
-                             (INNER_MOUTH, points[INNER_MOUTH_CONTOUR])):
+                             (UPPER_LIP, points[UPPER_LIP_CONTOUR]), (LOWER_LIP, points[LOWER_LIP_CONTOUR])):
             class_map[_polygon_mask(shape, np.asarray(polygon, np.float64))] = cls
+        # The inner lip contours of a closed mouth never quite meet; eroding by one pixel removes
+        # that sliver, so a closed mouth has no inner-mouth pixels (as in FaceXFormer's maps).
+        inner_mouth = _polygon_mask(shape, points[INNER_MOUTH_CONTOUR]).astype(np.uint8)
+        class_map[cv2.erode(inner_mouth, np.ones((3, 3), np.uint8)).astype(bool)] = INNER_MOUTH
         return class_map
 
     # ---- public interface ---------------------------------------------------------------------------
@@ -362,9 +406,21 @@ class MeshFaceParser:
 
     def parse(self, crops: np.ndarray) -> np.ndarray:
         """[N, H, W, 3] uint8 RGB face crops -> [N, H, W] uint8 class maps (values 0..10)."""
+        return self.parse_with_reasons(crops)[0]
+
+    def parse_with_reasons(self, crops: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """Class maps, and per crop why it holds no usable face (None = fine).
+
+        The mesh's face score is near 1 on faces; MTCNN's false or degenerate finds (dark blobs,
+        masks, faces in profile) mostly score below `min_face_score`, and their maps are noise.
+        """
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
             raise ValueError(f"expected [N, H, W, 3] uint8 crops, got {crops.shape} {crops.dtype}")
         if len(crops) == 0:
-            return np.zeros((0,) + crops.shape[1:3], np.uint8)
-        return np.stack([self.parse_one(np.ascontiguousarray(crop)).class_map for crop in crops])
+            return np.zeros((0,) + crops.shape[1:3], np.uint8), []
+        results = [self.parse_one(np.ascontiguousarray(crop)) for crop in crops]
+        reasons = [None if r.face_score >= self.min_face_score
+                   else f"face mesh score {r.face_score:.3f} < {self.min_face_score} (no usable face)"
+                   for r in results]
+        return np.stack([r.class_map for r in results]), reasons

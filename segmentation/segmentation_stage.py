@@ -18,7 +18,6 @@ unless `force`, so a killed run resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import sys
@@ -68,6 +67,8 @@ class SegmentationConfig:
     detection_upscale: int = field(default=256, metadata={
         "help": "images smaller than this are bicubically upscaled to it for MTCNN (0 = never)"})
     crop_enlarge: float = field(default=0.5, metadata={"help": "box growth before cropping (0.5 = 25 %% per side)"})
+    min_mesh_score: float = field(default=0.5, metadata={
+        "help": "mesh parser: skip crops whose face-mesh score is below this (0 = keep all)"})
     num_threads: int = field(default=0, metadata={"help": "CPU threads for torch and the mesh parser (0 = default)"})
     grid_images: int = field(default=16, metadata={"help": "how many results the preview grid shows"})
 
@@ -78,6 +79,8 @@ class SegmentationConfig:
             raise PipelineError(f"[segmentation] batch_size must be >= 1, got {self.batch_size}")
         if self.detection_upscale < 0 or self.num_threads < 0 or self.grid_images < 0:
             raise PipelineError("[segmentation] detection_upscale, num_threads and grid_images must be >= 0")
+        if not 0.0 <= self.min_mesh_score <= 1.0:
+            raise PipelineError(f"[segmentation] min_mesh_score must be in [0, 1], got {self.min_mesh_score}")
         if not 0.0 <= self.crop_enlarge <= 4.0:
             raise PipelineError(f"[segmentation] crop_enlarge must be in [0, 4], got {self.crop_enlarge}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -93,17 +96,19 @@ class InputImage:
 @dataclass
 class SegmentationSummary:
     parsed: int
-    skipped: int
-    already_done: int
+    skipped: int            # this run: no face (or unreadable), listed in skipped_images.csv
+    already_done: int       # earlier runs: parsed, or skipped (those are counted in skipped_before too)
+    skipped_before: int
     seconds: float
     output_dir: Path
     grid_path: Path | None
     skipped_rows: list[dict] = field(default_factory=list)
 
     def line(self) -> str:
-        rate = f", {self.seconds / self.parsed * 1000:.0f} ms/image" if self.parsed else ""
-        return (f"parsed {self.parsed}, skipped {self.skipped} (no face; see {SKIPPED_FILE}), "
-                f"already done {self.already_done}, in {self.seconds:.1f} s{rate} -> {repo_relative(self.output_dir)}")
+        rate = f" ({self.seconds / self.parsed * 1000:.0f} ms/image)" if self.parsed else ""
+        return (f"parsed {self.parsed} / skipped {self.skipped} (no usable face, see {SKIPPED_FILE}) / already done "
+                f"{self.already_done} ({self.skipped_before} of them skipped earlier) in {self.seconds:.1f} s{rate}"
+                f" -> {repo_relative(self.output_dir)}")
 
 
 def repo_relative(path: Path) -> str:
@@ -169,20 +174,36 @@ def build_face_parser(config: SegmentationConfig, device: torch.device):
         return FaceXFormerParser(resolve_repo_path(config.checkpoint), device, config.batch_size)
     from segmentation.mesh_parser import MeshFaceParser
 
-    return MeshFaceParser(num_threads=max(config.num_threads, 1))
+    return MeshFaceParser(num_threads=max(config.num_threads, 1), min_face_score=config.min_mesh_score)
 
 
-def read_skipped(output_dir: Path) -> pd.DataFrame:
+def parse_crops(face_parser, crops: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    """Class maps and, per crop, why to skip it (None = keep).
+
+    Only the mesh parser can tell that a crop holds no usable face (parse_with_reasons); for
+    FaceXFormer, as in the original, every MTCNN crop is parsed.
+    """
+    with_reasons = getattr(face_parser, "parse_with_reasons", None)
+    if with_reasons is not None:
+        return with_reasons(crops)
+    return face_parser.parse(crops), [None] * len(crops)
+
+
+def read_skipped(output_dir: Path) -> dict[int, dict]:
+    """Rows of skipped_images.csv by image number (empty when there is none)."""
     path = output_dir / SKIPPED_FILE
     if not path.is_file():
-        return pd.DataFrame(columns=SKIPPED_COLUMNS)
+        return {}
     try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        table = pd.DataFrame(columns=SKIPPED_COLUMNS)
+        table = pd.read_csv(path, dtype={"img_path": str, "reason": str})
+    except pd.errors.EmptyDataError:
+        return {}
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not a readable CSV ({exc}); delete it and re-run") from None
     if list(table.columns) != SKIPPED_COLUMNS:
-        raise PipelineError(f"{path}: expected columns {', '.join(SKIPPED_COLUMNS)}; delete the file and re-run")
-    return table
+        raise PipelineError(f"{path}: expected columns {', '.join(SKIPPED_COLUMNS)}; delete it and re-run")
+    return {int(r.img_no): {"img_no": int(r.img_no), "img_path": r.img_path, "reason": r.reason}
+            for r in table.itertuples(index=False)}
 
 
 def write_skipped(output_dir: Path, rows: dict[int, dict]) -> None:
@@ -210,73 +231,84 @@ def crop_faces(mtcnn, images: list[np.ndarray], config: SegmentationConfig) -> l
     return results
 
 
+def plan_work(config: SegmentationConfig, force: bool = False) -> tuple[list[InputImage], list[InputImage]]:
+    """(all input images, those still to do): done = its three files exist or it is listed as skipped."""
+    output_dir = resolve_repo_path(config.output_dir)
+    images = list_input_images(resolve_repo_path(config.input_dir))
+    if force:
+        return images, images
+    skipped = read_skipped(output_dir)
+    return images, [im for im in images if not (is_done(output_dir, im.img_no) or im.img_no in skipped)]
+
+
 def run_segmentation(config: SegmentationConfig, force: bool = False, progress: bool = True) -> SegmentationSummary:
     """Crop and parse every image of the input folder that is not done yet; returns the counts."""
-    input_dir = resolve_repo_path(config.input_dir)
     output_dir = resolve_repo_path(config.output_dir)
-    images = list_input_images(input_dir)
-    skipped_before = {int(r.img_no): r._asdict() for r in read_skipped(output_dir).itertuples(index=False)} \
-        if not force else {}
-    todo = [im for im in images
-            if force or not (is_done(output_dir, im.img_no) or im.img_no in skipped_before)]
+    images, todo = plan_work(config, force)
+    previous_skips = read_skipped(output_dir)
     already_done = len(images) - len(todo)
-    start = time.perf_counter()
+    todo_numbers = {im.img_no for im in todo}
+    skipped_before = sum(1 for im in images if im.img_no in previous_skips and im.img_no not in todo_numbers)
     if not todo:
         grid = write_preview_grid(output_dir, [im.img_no for im in images], config.grid_images)
-        return SegmentationSummary(0, 0, already_done, 0.0, output_dir, grid)
+        return SegmentationSummary(0, 0, already_done, skipped_before, 0.0, output_dir, grid)
 
+    start = time.perf_counter()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
     face_parser = build_face_parser(config, device)
     mtcnn = create_mtcnn(device)
     output_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(dataclasses.replace(config), output_dir / CONFIG_FILE)
+    dump_config(config, output_dir / CONFIG_FILE)
 
-    # Rows of images that are redone now leave the table; the others (earlier runs) stay.
-    todo_numbers = {im.img_no for im in todo}
-    skipped_rows = {no: row for no, row in skipped_before.items() if no not in todo_numbers}
-    if force:
-        skipped_rows = {int(r.img_no): r._asdict() for r in read_skipped(output_dir).itertuples(index=False)
-                        if int(r.img_no) not in todo_numbers}
+    # Rows of the images redone now leave the table; those of earlier runs stay.
+    skipped_rows = {no: row for no, row in previous_skips.items() if no not in todo_numbers}
     parsed = 0
     new_skips: list[dict] = []
     bar = tqdm(total=len(todo), unit="img", desc=f"segmentation ({config.parser})", disable=not progress,
                dynamic_ncols=True)
     for batch_start in range(0, len(todo), config.batch_size):
         batch = todo[batch_start:batch_start + config.batch_size]
+        batch_skips: list[dict] = []
         loaded: list[tuple[InputImage, np.ndarray]] = []
         for item in batch:
             try:
                 loaded.append((item, load_image(item.path)))
             except PipelineError:
-                new_skips.append(_skip_row(item, "unreadable image file"))
+                batch_skips.append(_skip_row(item, "unreadable image file"))
         crops = crop_faces(mtcnn, [image for _, image in loaded], config)
-        with_face = [(item, crop) for (item, _), crop in zip(loaded, crops) if not isinstance(crop, str)]
+        with_face = []
         for (item, _), crop in zip(loaded, crops):
             if isinstance(crop, str):
-                new_skips.append(_skip_row(item, crop))
+                batch_skips.append(_skip_row(item, crop))
+            else:
+                with_face.append((item, crop))
         if with_face:
-            class_maps = face_parser.parse(np.stack([crop for _, crop in with_face]))
-            for (item, crop), class_map in zip(with_face, class_maps):
+            class_maps, reasons = parse_crops(face_parser, np.stack([crop for _, crop in with_face]))
+            for (item, crop), class_map, reason in zip(with_face, class_maps, reasons):
+                if reason is not None:
+                    batch_skips.append(_skip_row(item, reason))
+                    continue
                 paths = output_paths(output_dir, item.img_no)
                 save_image(crop, paths["face"])
                 save_image(visualise(crop, class_map), paths["visualization"])
                 save_image(np.ascontiguousarray(class_map, dtype=np.uint8), paths["parsing"])
-            parsed += len(with_face)
-        for row in new_skips[len(new_skips) - (len(batch) - len(with_face)):]:
+                parsed += 1
+        for row in batch_skips:
             skipped_rows[row["img_no"]] = row
-            tqdm.write(f"skipped {row['img_path']}: {row['reason']}", file=sys.stderr)
-        if len(batch) > len(with_face) or force:
+            bar.write(f"skipped {row['img_path']}: {row['reason']}", file=sys.stderr)
+        if batch_skips:  # written at once, so a killed run keeps what it learnt
             write_skipped(output_dir, skipped_rows)
+        new_skips += batch_skips
         bar.update(len(batch))
         bar.set_postfix(parsed=parsed, skipped=len(new_skips))
     bar.close()
-    if skipped_rows or (output_dir / SKIPPED_FILE).is_file():
-        write_skipped(output_dir, skipped_rows)
+    write_skipped(output_dir, skipped_rows)
     seconds = time.perf_counter() - start
     grid = write_preview_grid(output_dir, [im.img_no for im in images], config.grid_images)
-    return SegmentationSummary(parsed, len(new_skips), already_done, seconds, output_dir, grid, new_skips)
+    return SegmentationSummary(parsed, len(new_skips), already_done, skipped_before, seconds, output_dir, grid,
+                               new_skips)
 
 
 def _skip_row(item: InputImage, reason: str) -> dict:
@@ -298,5 +330,5 @@ def write_preview_grid(output_dir: Path, numbers: list[int], count: int) -> Path
     if not tiles:
         return None
     grid_path = output_dir.parent / f"{output_dir.name}_grid.png"
-    save_image(make_grid(np.stack(tiles), ncols=8), grid_path)
+    save_image(make_grid(np.stack(tiles), ncols=min(8, len(tiles))), grid_path)
     return grid_path

@@ -1,0 +1,559 @@
+"""Stage 2: label, train the gender / quality CNN ensembles, score every image, keep the good ones.
+
+Inputs: stage 1's `stylegan/synthesize_results/{i:06d}.png|jpg` and the label file
+`cnn/synthesize_results_quality_and_gender.csv` (img_name, quality, gender), supplied by the
+user (celeba256) or written by the bundled annotator (embedded, `cnn/annotate.py`).
+Outputs, with the original's names and columns: `cnn/models/{p}_model_{k}.pt`,
+`cnn/log/train_log_{p}.csv`, `cnn/log/epoch_detail_{p}_{k}.csv`,
+`cnn/inference_result/{p}.csv`, `cnn/all_image_quality_and_gender.csv` and the kept images
+in `stylegan/synthesize_results_filtered/`, plus `cnn/kept_vs_rejected.png`.
+
+Re-runs reuse finished work: trained folds are kept (a killed run resumes at the next fold)
+unless retrain is asked for, and inference is redone only when models or images changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cnn.annotate import LABEL_COLUMNS, SIGNAL_COLUMNS, AnnotatorThresholds, FaceAnnotator
+from cnn.models import PROPERTIES, SUPPORTED_RESOLUTIONS, build_property_cnn
+from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, TrainSettings, attempt_seed, fold_splits,
+                          predict_scores, train_attempt, train_fold_with_restarts)
+from common.config import dump_config, resolve_repo_path
+from common.errors import PipelineError
+from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
+from common.images import make_grid
+
+LABEL_REQUIRED_COLUMNS = ("img_name", "quality", "gender")
+ANNOTATOR_SOURCE = "annotator"
+IMAGE_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
+TRAIN_LOG_COLUMNS = ("fold_no", "success", "min_val_loss", "total_epochs", "best_epoch", "elapsed_time (s)",
+                     "val_loss_list", "attempt", "seed", "val_auroc", "kept")
+MODEL_INFO_FILE = "model_info.json"
+
+
+@dataclass
+class CnnConfig:
+    profile: str = "embedded"
+    resolution: int = field(default=64, metadata={"help": "image size of the stage-1 images (64, 128 or 256)"})
+    images_dir: str = "stylegan/synthesize_results"
+    labels_csv: str = field(default="cnn/synthesize_results_quality_and_gender.csv",
+                            metadata={"help": "labels: img_name, quality (1 good), gender (1 female)"})
+    num_labelled: int = field(default=2000, metadata={"help": "how many of the first images the annotator labels"})
+    annotate: bool = field(default=False, metadata={"help": "write missing labels with the bundled annotator"})
+    annotator_min_face_probability: float = 0.8
+    annotator_min_eye_distance_ratio: float = 0.2
+    annotator_min_strip_sharpness: float = 0.55
+    annotator_female_threshold: float = 0.5
+    annotator_old_age: float = 48.0
+    annotator_glasses_threshold: float = 1.6
+    models_dir: str = "cnn/models"
+    log_dir: str = "cnn/log"
+    inference_dir: str = "cnn/inference_result"
+    all_scores_csv: str = "cnn/all_image_quality_and_gender.csv"
+    report_grid: str = "cnn/kept_vs_rejected.png"
+    filtered_dir: str = "stylegan/synthesize_results_filtered"
+    link_mode: str = field(default="copy", metadata={"help": "copy or hardlink the kept images"})
+    seed: int = field(default=0, metadata={"help": "seeds fold splits, initialisation and batch order"})
+    num_folds: int = 5
+    width_multiplier: float = field(default=1.0, metadata={"help": "scales every conv's channel count"})
+    learning_rate: float = 5e-5
+    augment_flip: bool = field(default=False, metadata={"help": "mirror half of each training batch"})
+    train_batch_size: int = 16
+    eval_batch_size: int = 64
+    max_epochs: int = 1000
+    patience: int = field(default=20, metadata={"help": "early stopping: epochs without a new best val loss"})
+    cosine_t_max: int = 10
+    max_restarts: int = field(default=5, metadata={"help": "cap on the restart rule's retrainings per fold"})
+    gender_restart_loss: float = 0.35
+    quality_restart_loss: float = 0.13
+    gender_metric_threshold: float = 0.5
+    quality_metric_threshold: float = 0.9
+    min_gender_score: float = field(default=0.7, metadata={"help": "keep images with gender score >= this"})
+    min_quality_score: float = field(default=0.9, metadata={"help": "keep images with quality score >= this"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+
+    def validate(self) -> None:
+        if self.resolution not in SUPPORTED_RESOLUTIONS:
+            raise PipelineError(f"[cnn] resolution must be one of {', '.join(map(str, SUPPORTED_RESOLUTIONS))}, "
+                                f"got {self.resolution}")
+        if self.link_mode not in ("copy", "hardlink"):
+            raise PipelineError(f"[cnn] link_mode must be copy or hardlink, got '{self.link_mode}'")
+        for name in ("num_labelled", "train_batch_size", "eval_batch_size", "max_epochs", "patience", "cosine_t_max"):
+            if getattr(self, name) < 1:
+                raise PipelineError(f"[cnn] {name} must be >= 1, got {getattr(self, name)}")
+        if self.num_folds < 2:
+            raise PipelineError(f"[cnn] num_folds must be >= 2, got {self.num_folds}")
+        if self.max_restarts < 0 or self.width_multiplier <= 0 or self.learning_rate <= 0:
+            raise PipelineError("[cnn] max_restarts must be >= 0, width_multiplier and learning_rate > 0")
+
+    def thresholds(self) -> AnnotatorThresholds:
+        return AnnotatorThresholds(
+            min_face_probability=self.annotator_min_face_probability,
+            min_eye_distance_ratio=self.annotator_min_eye_distance_ratio,
+            min_strip_sharpness=self.annotator_min_strip_sharpness,
+            female_threshold=self.annotator_female_threshold, old_age=self.annotator_old_age,
+            glasses_threshold=self.annotator_glasses_threshold)
+
+    def train_settings(self, prop: str) -> TrainSettings:
+        return TrainSettings(
+            resolution=self.resolution, width_multiplier=self.width_multiplier, learning_rate=self.learning_rate,
+            train_batch_size=self.train_batch_size, eval_batch_size=self.eval_batch_size,
+            max_epochs=self.max_epochs, patience=self.patience, cosine_t_max=self.cosine_t_max,
+            max_restarts=self.max_restarts, restart_loss=getattr(self, f"{prop}_restart_loss"),
+            metric_threshold=getattr(self, f"{prop}_metric_threshold"), num_folds=self.num_folds, seed=self.seed,
+            augment_flip=self.augment_flip)
+
+    def path(self, name: str) -> Path:
+        return resolve_repo_path(getattr(self, name))
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def list_generated_images(images_dir: Path) -> pd.DataFrame:
+    """img_no and path of every stage-1 image, sorted by img_no."""
+    if not images_dir.is_dir():
+        raise PipelineError(f"{images_dir}: stage-1 folder not found; run run_original_generator.py first")
+    rows = []
+    for path in images_dir.iterdir():
+        match = IMAGE_NAME.match(path.name)
+        if match and path.is_file():
+            rows.append((int(match.group(1)), path))
+    if not rows:
+        raise PipelineError(f"{images_dir}: no {{img_no:06d}}.png/.jpg images; run run_original_generator.py first")
+    frame = pd.DataFrame(rows, columns=["img_no", "path"]).sort_values("img_no", kind="stable")
+    duplicated = frame["img_no"].duplicated()
+    if duplicated.any():
+        img_no = int(frame.loc[duplicated, "img_no"].iloc[0])
+        raise PipelineError(f"{images_dir}: image {img_no:06d} exists as both .png and .jpg; remove one")
+    return frame.reset_index(drop=True)
+
+
+def load_images(paths: list[Path], resolution: int, progress: bool = False) -> np.ndarray:
+    """[N, R, R, 3] uint8 RGB; an image of another size is an error (no silent resizing)."""
+    out = np.empty((len(paths), resolution, resolution, 3), np.uint8)
+    for i, path in enumerate(tqdm(paths, desc="load images", unit="img", disable=not progress)):
+        image = load_image(path)
+        if image.shape != (resolution, resolution, 3):
+            raise PipelineError(f"{path}: image is {image.shape[1]}x{image.shape[0]}, the profile expects "
+                                f"{resolution}x{resolution}; use the matching --profile or --resolution")
+        out[i] = image
+    return out
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """The label file as img_name, quality, gender (ints 0/1) plus label_source if present."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); fix or delete it") from None
+    missing = [c for c in LABEL_REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}; expected "
+                            f"{', '.join(LABEL_REQUIRED_COLUMNS)} (quality 1 = good, gender 1 = female)")
+    if frame.empty:
+        raise PipelineError(f"{path}: no label rows")
+    for column in LABEL_REQUIRED_COLUMNS:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | (values != values.round())
+        if column != "img_name":
+            bad |= ~values.isin([0, 1])
+        elif not bad.any():
+            bad |= values < 0
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise PipelineError(f"{path}: row {row + 2} has {column} = {frame[column].iloc[row]!r}; expected "
+                                + ("a non-negative image number" if column == "img_name" else "0 or 1"))
+        frame[column] = values.astype(int)
+    if frame["img_name"].duplicated().any():
+        img = int(frame.loc[frame["img_name"].duplicated(), "img_name"].iloc[0])
+        raise PipelineError(f"{path}: img_name {img} appears more than once")
+    keep = list(LABEL_REQUIRED_COLUMNS) + (["label_source"] if "label_source" in frame.columns else [])
+    return frame[keep].sort_values("img_name", kind="stable").reset_index(drop=True)
+
+
+def labels_fingerprint(labels: pd.DataFrame) -> str:
+    text = labels[list(LABEL_REQUIRED_COLUMNS)].to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_annotator_labels(config: CnnConfig, images: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
+    """Annotate the first num_labelled images; write the label CSV (with label_source) and the raw
+    signals beside it. Returns the label frame."""
+    chosen = images.iloc[:min(config.num_labelled, len(images))]
+    pixels = load_images(list(chosen["path"]), config.resolution, progress=progress)
+    annotator = FaceAnnotator(config.thresholds())
+    annotated = annotator.annotate(list(pixels), progress=progress)
+    annotated.insert(0, "img_name", chosen["img_no"].to_numpy())
+    labels = annotated[list(LABEL_REQUIRED_COLUMNS)].copy()
+    labels["label_source"] = ANNOTATOR_SOURCE
+    labels_path = config.path("labels_csv")
+    atomic_write_csv(labels, labels_path, index=False)
+    signals_path = labels_path.with_name("annotator_signals.csv")
+    atomic_write_csv(annotated[["img_name", *SIGNAL_COLUMNS, *LABEL_COLUMNS]].round(6), signals_path, index=False)
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Training with reuse
+
+
+def model_path(models_dir: Path, prop: str, fold_no: int) -> Path:
+    return models_dir / f"{prop}_model_{fold_no}.pt"
+
+
+def _save_state(state: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_fold_model(config: CnnConfig, prop: str, fold_no: int) -> torch.nn.Module:
+    path = model_path(config.path("models_dir"), prop, fold_no)
+    model = build_property_cnn(prop, config.resolution, config.width_multiplier)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: model missing; re-run run_cnn.py to train it") from None
+    except (RuntimeError, KeyError, EOFError, OSError) as exc:
+        raise PipelineError(f"{path}: does not fit the configured {prop} CNN ({str(exc).splitlines()[0][:120]}); "
+                            "re-run with --retrain") from None
+    return model.eval()
+
+
+def _model_info(config: CnnConfig, prop: str, fingerprint: str) -> dict:
+    return dict(resolution=config.resolution, width_multiplier=config.width_multiplier, seed=config.seed,
+                num_folds=config.num_folds, labels_sha256=fingerprint,
+                settings=asdict(config.train_settings(prop)))
+
+
+def _check_reusable(config: CnnConfig, prop: str, fingerprint: str) -> None:
+    """Stored models must come from the same architecture and labels, else ask for --retrain."""
+    info_path = config.path("models_dir") / MODEL_INFO_FILE
+    if not info_path.is_file():
+        return
+    try:
+        stored = json.loads(info_path.read_text()).get(prop)
+    except json.JSONDecodeError:
+        raise PipelineError(f"{info_path}: not valid JSON; re-run with --retrain") from None
+    if stored is None:
+        return
+    current = _model_info(config, prop, fingerprint)
+    for key in ("resolution", "width_multiplier", "num_folds", "labels_sha256", "seed"):
+        if stored.get(key) != current[key]:
+            raise PipelineError(f"{config.path('models_dir')}: {prop} models were trained with {key} = "
+                                f"{stored.get(key)!r}, now {current[key]!r}; re-run with --retrain")
+
+
+def _write_model_info(config: CnnConfig, prop: str, fingerprint: str) -> None:
+    info_path = config.path("models_dir") / MODEL_INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info[prop] = _model_info(config, prop, fingerprint)
+    atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _attempt_log_row(fold_no: int, attempt: AttemptResult, restart_loss: float, kept: bool) -> dict:
+    return {"fold_no": fold_no, "success": attempt.min_val_loss <= restart_loss,
+            "min_val_loss": round(attempt.min_val_loss, 6), "total_epochs": attempt.total_epochs,
+            "best_epoch": attempt.best_epoch, "elapsed_time (s)": round(attempt.elapsed_time, 2),
+            "val_loss_list": json.dumps([round(v, 6) for v in attempt.val_loss_list]),
+            "attempt": attempt.attempt, "seed": attempt.seed, "val_auroc": round(attempt.best_auroc, 6), "kept": kept}
+
+
+def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.ndarray, fingerprint: str,
+                   retrain: bool, log=print) -> pd.DataFrame:
+    """Train (or reuse) the K fold models of one property; returns the train log frame."""
+    settings = config.train_settings(prop)
+    models_dir, log_dir = config.path("models_dir"), config.path("log_dir")
+    log_path = log_dir / f"train_log_{prop}.csv"
+    if retrain:
+        for fold_no in range(config.num_folds):
+            model_path(models_dir, prop, fold_no).unlink(missing_ok=True)
+        log_path.unlink(missing_ok=True)
+    else:
+        _check_reusable(config, prop, fingerprint)
+    _write_model_info(config, prop, fingerprint)
+    previous = pd.read_csv(log_path, index_col=0) if log_path.is_file() else pd.DataFrame(columns=TRAIN_LOG_COLUMNS)
+    splits = fold_splits(prop, labels, config.num_folds, config.seed)
+    rows = []
+    for fold_no, (train_idx, val_idx) in enumerate(splits):
+        done = previous[previous["fold_no"] == fold_no] if len(previous) else previous
+        if model_path(models_dir, prop, fold_no).is_file() and len(done):
+            rows += done.to_dict("records")
+            log(f"{prop} fold {fold_no}: reusing {model_path(models_dir, prop, fold_no)}")
+            continue
+        detail_path = log_dir / f"epoch_detail_{prop}_{fold_no}.csv"
+        detail_rows: list[dict] = []
+
+        def run_attempt(attempt: int, fold_no=fold_no, train_idx=train_idx, val_idx=val_idx, detail_rows=detail_rows):
+            seed = attempt_seed(config.seed, prop, fold_no, attempt)
+            bar = tqdm(total=settings.max_epochs, desc=f"{prop} fold {fold_no} try {attempt}", unit="ep", leave=False)
+
+            def on_epoch(row: dict) -> None:
+                detail_rows.append({**row, "attempt": attempt})
+                atomic_write_csv(pd.DataFrame(detail_rows)[[*EPOCH_DETAIL_COLUMNS, "attempt"]], detail_path)
+                bar.update(1)
+                bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", auroc=f"{row['val_auroc']:.3f}")
+
+            try:
+                return train_attempt(prop, settings, images, labels, train_idx, val_idx, seed, attempt, on_epoch)
+            finally:
+                bar.close()
+
+        attempts, kept, success, cap_hit = train_fold_with_restarts(run_attempt, settings.restart_loss,
+                                                                    settings.max_restarts)
+        if cap_hit:
+            log(f"{prop} fold {fold_no}: restart cap hit - min val loss stayed above {settings.restart_loss} in "
+                f"{len(attempts)} attempt(s) (max_restarts = {settings.max_restarts}); keeping attempt "
+                f"{kept.attempt} (min val loss {kept.min_val_loss:.4f})")
+        _save_state(kept.best_state, model_path(models_dir, prop, fold_no))
+        rows += [_attempt_log_row(fold_no, a, settings.restart_loss, a is kept) for a in attempts]
+        atomic_write_csv(pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS), log_path)
+        log(f"{prop} fold {fold_no}: min val loss {kept.min_val_loss:.4f} at epoch {kept.best_epoch} "
+            f"of {kept.total_epochs}, val AUROC {kept.best_auroc:.3f} ({len(attempts)} attempt(s))")
+    frame = pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS)
+    atomic_write_csv(frame, log_path)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference, merge, filter
+
+
+def ensemble_average(per_model_scores: np.ndarray) -> np.ndarray:
+    """[models, images] -> arithmetic mean over models, rounded to 4 decimals as the original."""
+    return np.round(np.asarray(per_model_scores, np.float64).mean(axis=0), 4)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(resolve_repo_path(".").resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _inference_is_current(csv_path: Path, img_nos: np.ndarray, model_paths: list[Path]) -> bool:
+    if not csv_path.is_file():
+        return False
+    newest_model = max(p.stat().st_mtime for p in model_paths)
+    if csv_path.stat().st_mtime < newest_model:
+        return False
+    try:
+        existing = pd.read_csv(csv_path, usecols=["img_no"])["img_no"].to_numpy()
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return False
+    return np.array_equal(existing, img_nos)
+
+
+def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chunk: int = 512,
+                  log=print) -> dict[str, pd.DataFrame]:
+    """Score the unlabelled images with each property's K models (eval mode, batched)."""
+    out = {}
+    inference_dir = config.path("inference_dir")
+    for prop in PROPERTIES:
+        csv_path = inference_dir / f"{prop}.csv"
+        paths = [model_path(config.path("models_dir"), prop, k) for k in range(config.num_folds)]
+        img_nos = unlabelled["img_no"].to_numpy()
+        if not force and _inference_is_current(csv_path, img_nos, paths):
+            out[prop] = pd.read_csv(csv_path)
+            log(f"{prop}: reusing {csv_path} ({len(img_nos)} images)")
+            continue
+        models = [load_fold_model(config, prop, k) for k in range(config.num_folds)]
+        scores = np.zeros((len(models), len(unlabelled)), np.float64)
+        bar = tqdm(total=len(unlabelled), desc=f"{prop} inference", unit="img")
+        for start in range(0, len(unlabelled), chunk):
+            part = unlabelled.iloc[start:start + chunk]
+            batch = to_tensor(load_images(list(part["path"]), config.resolution))
+            for k, model in enumerate(models):
+                scores[k, start:start + len(part)] = predict_scores(model, batch, config.eval_batch_size)
+            bar.update(len(part))
+        bar.close()
+        frame = pd.DataFrame({"img_no": img_nos, "img_path": [_relative(p) for p in unlabelled["path"]],
+                              f"property_{prop}_final_score": ensemble_average(scores)})
+        for k in range(len(models)):
+            frame[f"score_model_{k}"] = np.round(scores[k], 4)
+        atomic_write_csv(frame, csv_path, index=False)
+        out[prop] = frame
+    return out
+
+
+def merge_scores(images: pd.DataFrame, labels: pd.DataFrame, inference: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per generated image: labels for labelled images, ensemble scores for the rest."""
+    frame = pd.DataFrame({"img_no": images["img_no"].to_numpy(),
+                          "img_path": [_relative(p) for p in images["path"]]})
+    for prop in PROPERTIES:
+        scores = dict(zip(labels["img_name"], labels[prop].astype(float)))
+        predicted = inference.get(prop)
+        if predicted is not None:
+            scores.update(zip(predicted["img_no"], predicted[f"property_{prop}_final_score"]))
+        frame[f"{prop}_score"] = frame["img_no"].map(scores).astype(float)
+    return frame
+
+
+def keep_mask(scores: pd.DataFrame, min_gender: float, min_quality: float) -> np.ndarray:
+    return ((scores["gender_score"] >= min_gender) & (scores["quality_score"] >= min_quality)).to_numpy()
+
+
+def export_kept(paths: list[Path], filtered_dir: Path, link_mode: str) -> int:
+    """Copy (or hard-link) the kept images unchanged; drop stale images of earlier runs."""
+    filtered_dir.mkdir(parents=True, exist_ok=True)
+    wanted = {p.name: p for p in paths}
+    for existing in filtered_dir.iterdir():
+        if IMAGE_NAME.match(existing.name) and existing.name not in wanted:
+            existing.unlink()
+    written = 0
+    for name, source in wanted.items():
+        target = filtered_dir / name
+        if target.is_file() and target.stat().st_size == source.stat().st_size:
+            continue
+        target.unlink(missing_ok=True)
+        if link_mode == "hardlink":
+            try:
+                os.link(source, target)
+                written += 1
+                continue
+            except OSError:
+                pass  # other file system: fall back to a copy
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        written += 1
+    return written
+
+
+def save_report_grid(kept_paths: list[Path], rejected_paths: list[Path], path: Path, resolution: int,
+                     per_side: int = 16) -> None:
+    """Kept examples on top, rejected below, split by a red band; small images shown 2x."""
+    from common.fileio import save_image
+
+    ncols = 8
+    blocks = []
+    for chosen in (kept_paths[:per_side], rejected_paths[:per_side]):
+        tiles = load_images(chosen, resolution) if chosen else np.zeros((1, resolution, resolution, 3), np.uint8)
+        blocks.append(make_grid(tiles, ncols=ncols))
+    width = max(b.shape[1] for b in blocks)
+    blocks = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
+    band = np.zeros((6, width, 3), np.uint8)
+    band[..., 0] = 220
+    grid = np.concatenate([blocks[0], band, blocks[1]])
+    if resolution < 128:
+        grid = grid.repeat(2, axis=0).repeat(2, axis=1)
+    save_image(grid, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
+
+
+@dataclass
+class StageSummary:
+    generated: int
+    labelled: int
+    labelled_by_annotator: int
+    kept: int
+    kept_labelled: int
+    kept_predicted: int
+    fold_auroc: dict[str, list[float]]
+    restart_caps_hit: dict[str, int]
+    seconds: float
+    outputs: dict[str, str]
+
+    def funnel_line(self) -> str:
+        source = f", {self.labelled_by_annotator} by the annotator" if self.labelled_by_annotator else ""
+        return (f"funnel: generated {self.generated} -> labelled {self.labelled}{source} -> kept {self.kept} "
+                f"({self.kept_labelled} labelled + {self.kept_predicted} predicted)")
+
+
+def plan(config: CnnConfig) -> list[str]:
+    labels_path = config.path("labels_csv")
+    return [f"images: {config.path('images_dir')} ({config.resolution}x{config.resolution})",
+            f"labels: {labels_path} " + ("(exists)" if labels_path.is_file() else
+                                         f"(missing: {'annotate the first ' + str(config.num_labelled) if config.annotate else 'must be supplied'})"),
+            f"train: {len(PROPERTIES)} x {config.num_folds} CNNs, width x{config.width_multiplier}, lr {config.learning_rate}, "
+            f"<= {config.max_epochs} epochs, patience {config.patience}, <= {config.max_restarts} restarts per fold",
+            f"keep: gender >= {config.min_gender_score} and quality >= {config.min_quality_score} -> "
+            f"{config.path('filtered_dir')} ({config.link_mode})"]
+
+
+def obtain_labels(config: CnnConfig, images: pd.DataFrame, force: bool, log=print) -> pd.DataFrame:
+    labels_path = config.path("labels_csv")
+    if labels_path.is_file():
+        labels = read_labels(labels_path)
+        from_annotator = "label_source" in labels and (labels["label_source"] == ANNOTATOR_SOURCE).all()
+        if not (force and from_annotator and config.annotate):
+            return labels
+        log(f"re-annotating {labels_path} (--force)")
+    elif not config.annotate:
+        raise PipelineError(f"{labels_path}: label file not found; supply it (columns img_name, quality, gender; "
+                            "see README, 'Stage 2 labels') or pass --annotate to label with the bundled annotator")
+    else:
+        log(f"{labels_path} not found: annotating the first {min(config.num_labelled, len(images))} images")
+    return write_annotator_labels(config, images)
+
+
+def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = False, log=print) -> StageSummary:
+    start = time.perf_counter()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    images = list_generated_images(config.path("images_dir"))
+    labels = obtain_labels(config, images, force, log=log)
+    present = labels["img_name"].isin(images["img_no"])
+    if not present.all():
+        log(f"ignoring {int((~present).sum())} label row(s) for images that were not generated")
+        labels = labels[present].reset_index(drop=True)
+    if labels.empty:
+        raise PipelineError(f"{config.path('labels_csv')}: none of the labelled images is in {config.path('images_dir')}")
+    dump_config(config, config.path("log_dir") / "cnn_config.json")
+
+    labelled_images = images.set_index("img_no").loc[labels["img_name"], "path"].tolist()
+    pixels = to_tensor(load_images(labelled_images, config.resolution, progress=True))
+    fingerprint = labels_fingerprint(labels)
+    logs = {}
+    for prop in PROPERTIES:
+        logs[prop] = train_property(config, prop, pixels, labels[prop].to_numpy(), fingerprint,
+                                    retrain=retrain or force, log=log)
+    del pixels
+
+    unlabelled = images[~images["img_no"].isin(labels["img_name"])].reset_index(drop=True)
+    inference = run_inference(config, unlabelled, force=force or retrain, log=log) if len(unlabelled) else {}
+    scores = merge_scores(images, labels, inference)
+    atomic_write_csv(scores, config.path("all_scores_csv"))
+
+    kept = keep_mask(scores, config.min_gender_score, config.min_quality_score)
+    paths = images["path"].tolist()
+    kept_paths = [p for p, k in zip(paths, kept) if k]
+    rejected_paths = [p for p, k in zip(paths, kept) if not k]
+    export_kept(kept_paths, config.path("filtered_dir"), config.link_mode)
+    save_report_grid(kept_paths, rejected_paths, config.path("report_grid"), config.resolution)
+
+    is_labelled = scores["img_no"].isin(labels["img_name"]).to_numpy()
+    fold_auroc, caps = {}, {}
+    for prop, frame in logs.items():
+        chosen = frame[frame["kept"].astype(bool)].sort_values("fold_no")
+        fold_auroc[prop] = [float(v) for v in chosen["val_auroc"]]
+        caps[prop] = int((~chosen["success"].astype(bool)).sum())
+    by_annotator = int((labels["label_source"] == ANNOTATOR_SOURCE).sum()) if "label_source" in labels else 0
+    return StageSummary(
+        generated=len(images), labelled=len(labels), labelled_by_annotator=by_annotator, kept=int(kept.sum()),
+        kept_labelled=int((kept & is_labelled).sum()), kept_predicted=int((kept & ~is_labelled).sum()),
+        fold_auroc=fold_auroc, restart_caps_hit=caps, seconds=time.perf_counter() - start,
+        outputs={"scores": _relative(config.path("all_scores_csv")), "filtered": _relative(config.path("filtered_dir")),
+                 "grid": _relative(config.path("report_grid"))})

@@ -1,0 +1,45 @@
+"""Stage 2: gender / quality CNN filter.
+
+    python run_cnn.py [--profile embedded|celeba256] [--retrain] [--force]
+                      [--min-gender-score 0.7] [--min-quality-score 0.9]
+
+Labels: cnn/synthesize_results_quality_and_gender.csv (img_name, quality, gender); the embedded
+profile writes it with the bundled annotator when it is missing. Trains 5 fold models per
+property (reused on re-runs), scores the remaining images, writes
+cnn/all_image_quality_and_gender.csv and copies the kept images to
+stylegan/synthesize_results_filtered/.
+"""
+
+import argparse
+
+from cnn.filter_stage import CnnConfig, plan, run_filter_stage
+from common.config import add_config_arguments, config_to_dict, resolve_config
+from common.errors import run_main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--retrain", action="store_true", help="train the CNNs again instead of reusing them")
+    parser.add_argument("--force", action="store_true",
+                        help="redo everything: annotator labels (never hand labels), training, inference")
+    add_config_arguments(parser, CnnConfig)
+    args = parser.parse_args()
+    config = resolve_config(CnnConfig, "cnn", args)
+    if args.dry_run:
+        print(config_to_dict(config))
+        print("\n".join(plan(config)))
+        return 0
+    summary = run_filter_stage(config, retrain=args.retrain, force=args.force)
+    for prop, values in summary.fold_auroc.items():
+        shown = " ".join(f"{v:.3f}" for v in values)
+        mean = sum(values) / len(values) if values else float("nan")
+        note = f"; restart cap hit in {summary.restart_caps_hit[prop]} fold(s)" if summary.restart_caps_hit[prop] else ""
+        print(f"{prop} validation AUROC per fold: {shown} (mean {mean:.3f}){note}")
+    print(summary.funnel_line())
+    print(f"done in {summary.seconds:.1f} s -> {summary.outputs['scores']}, {summary.outputs['filtered']}/, "
+          f"{summary.outputs['grid']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
