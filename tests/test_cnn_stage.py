@@ -1,0 +1,255 @@
+"""Stage 2 end to end on a few teacher faces: annotator, label checks, training reuse, filter, CLI errors."""
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnn.annotate import (AnnotatorThresholds, FaceAnnotator, glasses_score, labels_from_signals,
+                          strip_sharpness)
+from cnn.filter_stage import CnnConfig, read_labels, run_filter_stage
+from common.config import resolve_config
+from common.errors import PipelineError
+from common.fileio import load_image, save_image
+from common.images import to_uint8
+from stylegan.teacher_dcgan import sample_teacher_images
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    return to_uint8(sample_teacher_images(24, seed=7))
+
+
+@pytest.fixture(scope="module")
+def annotator() -> FaceAnnotator:
+    return FaceAnnotator()
+
+
+def _write_images(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        save_image(image, folder / f"{i:06d}.png")
+
+
+def _config(tmp_path, **overrides) -> CnnConfig:
+    values = dict(images_dir=str(tmp_path / "images"), labels_csv=str(tmp_path / "cnn" / "labels.csv"),
+                  models_dir=str(tmp_path / "cnn" / "models"), log_dir=str(tmp_path / "cnn" / "log"),
+                  inference_dir=str(tmp_path / "cnn" / "inference_result"),
+                  all_scores_csv=str(tmp_path / "cnn" / "all_image_quality_and_gender.csv"),
+                  report_grid=str(tmp_path / "cnn" / "kept_vs_rejected.png"),
+                  filtered_dir=str(tmp_path / "filtered"), num_folds=2, width_multiplier=0.125,
+                  max_epochs=1, patience=1, max_restarts=0, learning_rate=1e-3, annotate=False)
+    values.update(overrides)
+    return resolve_config(CnnConfig, "cnn", profile="embedded", **values)
+
+
+# ---------------------------------------------------------------------------------------------- annotator
+
+
+def test_annotator_on_generated_faces(faces, annotator):
+    out = annotator.annotate(list(faces[:8]))
+    assert len(out) == 8
+    for column in ("quality", "gender", "age", "glass"):
+        assert set(out[column].unique()) <= {0, 1}
+    assert (out["face_probability"] >= 0.8).sum() >= 5  # these are faces; MTCNN finds most
+    assert out["female_probability"].between(0, 1).all()
+    assert out["age_estimate"].between(0, 90).all()
+    found = out["face_probability"] > 0
+    assert out.loc[found, "eye_distance_ratio"].between(0.1, 0.8).all()
+    # the labels are the thresholded signals
+    expected = labels_from_signals(out, annotator.thresholds)
+    pd.testing.assert_frame_equal(out[["quality", "gender", "age", "glass"]], expected)
+
+
+def test_blurring_the_top_strip_lowers_its_sharpness(faces):
+    drops = []
+    for image in faces[:10]:
+        blurred = image.copy()
+        blurred[:16, 16:48] = cv2.GaussianBlur(image, (0, 0), 1.5)[:16, 16:48]
+        drops.append(strip_sharpness(blurred) / strip_sharpness(image))
+    assert np.median(drops) < 0.7
+    assert strip_sharpness(faces[0]) == pytest.approx(strip_sharpness(faces[0].copy()))
+
+
+def _synthetic_face(size=256, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    skin = 150 + 20 * np.sin(xx / 40.0) + rng.normal(0, 3, (size, size))
+    image = np.stack([skin, skin * 0.8, skin * 0.7], axis=-1)
+    left, right = np.array([96.0, 110.0]), np.array([160.0, 110.0])
+    for eye in (left, right):
+        cv2.ellipse(image, (int(eye[0]), int(eye[1])), (12, 6), 0, 0, 360, (40, 30, 30), -1)
+    return np.clip(image, 0, 255).astype(np.uint8), left, right
+
+
+def test_glasses_score_responds_to_a_drawn_frame():
+    bare, left, right = _synthetic_face()
+    framed = bare.copy()
+    colour = (20, 20, 20)
+    for eye in (left, right):
+        cv2.rectangle(framed, (int(eye[0]) - 24, int(eye[1]) - 14), (int(eye[0]) + 24, int(eye[1]) + 14), colour, 2)
+    cv2.line(framed, (int(left[0]) + 24, int(left[1]) - 8), (int(right[0]) - 24, int(right[1]) - 8), colour, 2)
+    threshold = AnnotatorThresholds().glasses_threshold
+    assert glasses_score(bare, left, right) < threshold
+    assert glasses_score(framed, left, right) > threshold
+
+
+def test_glasses_score_on_real_faces_with_drawn_frames(faces, annotator):
+    from PIL import Image
+
+    raised = 0
+    tried = 0
+    for image in faces[:12]:
+        big = np.asarray(Image.fromarray(image).resize((256, 256), Image.BICUBIC)).copy()
+        left, right = annotator._eye_centres(big, (16, 16, 240, 240))
+        d = float(np.linalg.norm(right - left))
+        if d < 30:
+            continue
+        tried += 1
+        framed = big.copy()
+        half_w, half_h, t = int(0.3 * d), int(0.2 * d), max(2, int(d / 25))
+        for eye in (left, right):
+            cv2.rectangle(framed, (int(eye[0]) - half_w, int(eye[1]) - half_h),
+                          (int(eye[0]) + half_w, int(eye[1]) + half_h), (15, 15, 15), t)
+        cv2.line(framed, (int(left[0]) + half_w, int(left[1]) - half_h // 2),
+                 (int(right[0]) - half_w, int(right[1]) - half_h // 2), (15, 15, 15), t)
+        raised += glasses_score(framed, left, right) > glasses_score(big, left, right) + 0.5
+    assert tried >= 6 and raised >= tried - 1
+
+
+def test_quality_label_rules():
+    signals = pd.DataFrame({
+        "face_probability": [0.99, 0.0, 0.99, 0.99, 0.5],
+        "eye_distance_ratio": [0.4, np.nan, np.nan, 0.4, 0.4],
+        "strip_sharpness": [1.0, 1.0, 1.0, 0.3, 1.0],
+        "female_probability": [0.9, 0.1, 0.5, 0.49, 0.0],
+        "age_estimate": [20, 60, 48, 30, 30],
+        "glasses_score": [0.5, np.nan, 3.0, 0.2, 0.1]})
+    labels = labels_from_signals(signals, AnnotatorThresholds())
+    assert labels["quality"].tolist() == [1, 0, 0, 0, 0]
+    assert labels["gender"].tolist() == [1, 0, 1, 0, 0]
+    assert labels["age"].tolist() == [0, 1, 1, 0, 0]
+    assert labels["glass"].tolist() == [0, 0, 1, 0, 0]
+
+
+# ---------------------------------------------------------------------------------------------- stage
+
+
+def _balanced_labels(n):
+    return pd.DataFrame({"img_name": np.arange(n), "quality": [1, 1, 0, 1] * (n // 4),
+                         "gender": [1, 0] * (n // 2)})
+
+
+def test_stage_end_to_end_then_reuse_and_retrain(tmp_path, faces):
+    _write_images(tmp_path / "images", faces)
+    config = _config(tmp_path, gender_restart_loss=0.0, max_restarts=1, min_gender_score=0.0,
+                     min_quality_score=0.5)
+    config.path("labels_csv").parent.mkdir(parents=True)
+    _balanced_labels(16).to_csv(config.path("labels_csv"), index=False)
+    messages = []
+    summary = run_filter_stage(config, log=messages.append)
+
+    models = sorted(p.name for p in config.path("models_dir").glob("*.pt"))
+    assert models == [f"{p}_model_{k}.pt" for p in ("gender", "quality") for k in range(2)]
+    # gender's threshold 0.0 cannot be met: each fold is retrained once, then the cap is reported
+    assert sum("restart cap hit" in m for m in messages) == 2
+    gender_log = pd.read_csv(config.path("log_dir") / "train_log_gender.csv", index_col=0)
+    assert len(gender_log) == 4 and gender_log["kept"].sum() == 2 and not gender_log["success"].any()
+    assert {"fold_no", "success", "min_val_loss", "total_epochs", "best_epoch", "elapsed_time (s)",
+            "val_loss_list"} <= set(gender_log.columns)
+    detail = pd.read_csv(config.path("log_dir") / "epoch_detail_quality_1.csv", index_col=0)
+    assert list(detail.columns[:11]) == ["epoch", "val_loss", "val_accuracy", "tp", "tn", "fp", "fn", "val_recall",
+                                         "val_precision", "val_f1_score", "val_auroc"]
+
+    inference = pd.read_csv(config.path("inference_dir") / "quality.csv")
+    assert list(inference.columns) == ["img_no", "img_path", "property_quality_final_score",
+                                       "score_model_0", "score_model_1"]
+    assert inference["img_no"].tolist() == list(range(16, 24))
+    mean = inference[["score_model_0", "score_model_1"]].mean(axis=1).round(4)
+    np.testing.assert_allclose(inference["property_quality_final_score"], mean, atol=1e-4)
+
+    scores = pd.read_csv(config.path("all_scores_csv"), index_col=0)
+    assert list(scores.columns) == ["img_no", "img_path", "gender_score", "quality_score"]
+    assert len(scores) == 24
+    assert scores["quality_score"].iloc[:16].tolist() == [1, 1, 0, 1] * 4  # labelled rows keep their labels
+    kept = scores[(scores["gender_score"] >= 0.0) & (scores["quality_score"] >= 0.5)]["img_no"]
+    exported = sorted(int(p.stem) for p in config.path("filtered_dir").iterdir())
+    assert exported == sorted(kept.tolist())
+    assert summary.kept == len(kept) and summary.generated == 24 and summary.labelled == 16
+    assert "generated 24 -> labelled 16" in summary.funnel_line()
+    assert load_image(config.path("report_grid")).shape[2] == 3
+    assert len(summary.fold_auroc["gender"]) == 2
+
+    # a re-run reuses models and inference; stricter thresholds shrink the exported set
+    stamps = {p: p.stat().st_mtime_ns for p in config.path("models_dir").glob("*.pt")}
+    messages.clear()
+    stricter = _config(tmp_path, min_gender_score=0.0, min_quality_score=0.99, gender_restart_loss=0.0, max_restarts=1)
+    again = run_filter_stage(stricter, log=messages.append)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert sum("reusing" in m for m in messages) == 4 + 2
+    assert len(list(config.path("filtered_dir").iterdir())) == again.kept <= summary.kept
+    # --retrain writes new models
+    run_filter_stage(stricter, retrain=True, log=messages.append)
+    assert any(p.stat().st_mtime_ns != stamps[p] for p in stamps)
+
+    # changed labels without --retrain: refuse to mix models and labels
+    _balanced_labels(16).assign(gender=[0, 1] * 8).to_csv(config.path("labels_csv"), index=False)
+    with pytest.raises(PipelineError, match="--retrain"):
+        run_filter_stage(stricter, log=messages.append)
+
+
+def test_stage_annotates_missing_labels(tmp_path, faces):
+    _write_images(tmp_path / "images", faces[:12])
+    config = _config(tmp_path, annotate=True, num_labelled=10)
+    from cnn.filter_stage import list_generated_images, obtain_labels
+
+    labels = obtain_labels(config, list_generated_images(config.path("images_dir")), force=False, log=lambda m: None)
+    assert labels["img_name"].tolist() == list(range(10))
+    assert (labels["label_source"] == "annotator").all()
+    written = read_labels(config.path("labels_csv"))
+    assert written[["img_name", "quality", "gender"]].equals(labels[["img_name", "quality", "gender"]])
+    signals = pd.read_csv(config.path("labels_csv").with_name("annotator_signals.csv"))
+    assert {"face_probability", "strip_sharpness", "glasses_score", "age", "glass"} <= set(signals.columns)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("img_name,gender\n0,1\n", "missing column(s) quality"),
+    ("img_name,quality,gender\n0,2,1\n", "quality = 2"),
+    ("img_name,quality,gender\n0,1,1\n0,1,0\n", "more than once"),
+    ("img_name,quality,gender\nx,1,1\n", "img_name = 'x'"),
+])
+def test_malformed_label_files_name_the_file(tmp_path, content, message):
+    path = tmp_path / "labels.csv"
+    path.write_text(content)
+    with pytest.raises(PipelineError, match=message) as info:
+        read_labels(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def _run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "run_cnn.py", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_errors_are_one_line(tmp_path, repo_root, faces):
+    missing = _run_cli("--images-dir", str(tmp_path / "nowhere"), "--labels-csv", str(tmp_path / "l.csv"),
+                       cwd=repo_root)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "nowhere" in missing.stderr and "stage-1" in missing.stderr
+
+    _write_images(tmp_path / "images", faces[:4])
+    no_labels = _run_cli("--images-dir", str(tmp_path / "images"), "--labels-csv", str(tmp_path / "l.csv"),
+                         "--no-annotate", cwd=repo_root)
+    assert no_labels.returncode == 2 and "l.csv" in no_labels.stderr and "--annotate" in no_labels.stderr
+
+    (tmp_path / "bad.csv").write_text("img_name;quality;gender\n0;1;1\n")
+    bad = _run_cli("--images-dir", str(tmp_path / "images"), "--labels-csv", str(tmp_path / "bad.csv"), cwd=repo_root)
+    assert bad.returncode == 2 and "bad.csv" in bad.stderr and "missing column" in bad.stderr
+
+    wrong_size = tmp_path / "big"
+    _write_images(wrong_size, np.zeros((2, 32, 32, 3), np.uint8))
+    (tmp_path / "ok.csv").write_text("img_name,quality,gender\n0,1,1\n")
+    size = _run_cli("--images-dir", str(wrong_size), "--labels-csv", str(tmp_path / "ok.csv"), cwd=repo_root)
+    assert size.returncode == 2 and "000000.png" in size.stderr and "64x64" in size.stderr
