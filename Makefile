@@ -4,7 +4,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_QUIET ?= -q
-DEMO_IMAGES ?= 200
 
 .PHONY: install test demo bench clean-outputs
 
@@ -20,10 +19,16 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) run_original_generator.py --num-images $(DEMO_IMAGES)
+	$(PY) run_original_generator.py
+	$(PY) run_cnn.py
+	$(PY) run_segmentation.py
+	$(PY) compute_property_scores.py --algorithm v1
+	$(PY) compute_property_scores.py --algorithm v2
+	$(PY) compute_property_scores.py --algorithm hairstyle
 
 bench: install
 	$(PY) bench/bench_generation.py
+	$(PY) bench/bench_embedded_quality.py
 
 clean-outputs:
 	rm -rf stylegan/synthesize_results stylegan/synthesize_results_filtered cnn/models cnn/log \

@@ -229,3 +229,38 @@ class FaceAnnotator:
         """SIGNAL_COLUMNS and LABEL_COLUMNS, one row per image."""
         signals = self.signals(images, progress=progress)
         return pd.concat([signals, labels_from_signals(signals, self.thresholds)], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking the glasses cue against hand labels: python -m cnn.annotate
+
+
+GLASSES_CHECK_LABELS = Path(__file__).with_name("glasses_check_labels.csv")
+GLASSES_CHECK_SEED, GLASSES_CHECK_SAMPLE = 123, 1000
+
+
+def check_glasses_cue(thresholds: AnnotatorThresholds | None = None) -> dict[str, float]:
+    """AUROC, precision and recall of `glasses_score` on the hand-labelled teacher faces
+    (unsure ones and faces without landmarks left out)."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from common.images import to_uint8
+    from stylegan.teacher_dcgan import sample_teacher_images
+
+    thresholds = thresholds or AnnotatorThresholds()
+    labels = pd.read_csv(GLASSES_CHECK_LABELS, comment="#")
+    with torch.inference_mode():
+        faces = to_uint8(sample_teacher_images(GLASSES_CHECK_SAMPLE, seed=GLASSES_CHECK_SEED))
+    faces = faces[labels["teacher_index"].to_numpy()]
+    scores = FaceAnnotator(thresholds).signals(list(faces), progress=True)["glasses_score"].to_numpy()
+    usable = (labels["glasses"].to_numpy() >= 0) & ~np.isnan(scores)
+    truth, scores = labels["glasses"].to_numpy()[usable] == 1, scores[usable]
+    predicted = scores >= thresholds.glasses_threshold
+    hits = int((predicted & truth).sum())
+    return dict(faces=int(usable.sum()), with_glasses=int(truth.sum()), auroc=float(roc_auc_score(truth, scores)),
+                precision=hits / max(int(predicted.sum()), 1), recall=hits / max(int(truth.sum()), 1))
+
+
+if __name__ == "__main__":
+    print(check_glasses_cue())

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,12 @@ IMAGE_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 TRAIN_LOG_COLUMNS = ("fold_no", "success", "min_val_loss", "total_epochs", "best_epoch", "elapsed_time (s)",
                      "val_loss_list", "attempt", "seed", "val_auroc", "kept")
 MODEL_INFO_FILE = "model_info.json"
+
+
+def log_line(message: str) -> None:
+    """Print above any open progress bar, unbuffered so logs of background runs stay current."""
+    tqdm.write(message)
+    sys.stdout.flush()
 
 
 @dataclass
@@ -181,7 +188,7 @@ def read_labels(path: Path) -> pd.DataFrame:
             bad |= values < 0
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise PipelineError(f"{path}: row {row + 2} has {column} = {frame[column].iloc[row]!r}; expected "
+            raise PipelineError(f"{path}: row {row + 2} has {column} = '{frame[column].iloc[row]}'; expected "
                                 + ("a non-negative image number" if column == "img_name" else "0 or 1"))
         frame[column] = values.astype(int)
     if frame["img_name"].duplicated().any():
@@ -249,7 +256,8 @@ def _model_info(config: CnnConfig, prop: str, fingerprint: str) -> dict:
 def _check_reusable(config: CnnConfig, prop: str, fingerprint: str) -> None:
     """Stored models must come from the same architecture and labels, else ask for --retrain."""
     info_path = config.path("models_dir") / MODEL_INFO_FILE
-    if not info_path.is_file():
+    trained = any(model_path(config.path("models_dir"), prop, k).is_file() for k in range(config.num_folds))
+    if not trained or not info_path.is_file():
         return
     try:
         stored = json.loads(info_path.read_text()).get(prop)
@@ -280,7 +288,7 @@ def _attempt_log_row(fold_no: int, attempt: AttemptResult, restart_loss: float, 
 
 
 def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.ndarray, fingerprint: str,
-                   retrain: bool, log=print) -> pd.DataFrame:
+                   retrain: bool, log=log_line) -> pd.DataFrame:
     """Train (or reuse) the K fold models of one property; returns the train log frame."""
     settings = config.train_settings(prop)
     models_dir, log_dir = config.path("models_dir"), config.path("log_dir")
@@ -365,7 +373,7 @@ def _inference_is_current(csv_path: Path, img_nos: np.ndarray, model_paths: list
 
 
 def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chunk: int = 512,
-                  log=print) -> dict[str, pd.DataFrame]:
+                  log=log_line) -> dict[str, pd.DataFrame]:
     """Score the unlabelled images with each property's K models (eval mode, batched)."""
     out = {}
     inference_dir = config.path("inference_dir")
@@ -493,7 +501,7 @@ def plan(config: CnnConfig) -> list[str]:
             f"{config.path('filtered_dir')} ({config.link_mode})"]
 
 
-def obtain_labels(config: CnnConfig, images: pd.DataFrame, force: bool, log=print) -> pd.DataFrame:
+def obtain_labels(config: CnnConfig, images: pd.DataFrame, force: bool, log=log_line) -> pd.DataFrame:
     labels_path = config.path("labels_csv")
     if labels_path.is_file():
         labels = read_labels(labels_path)
@@ -509,7 +517,7 @@ def obtain_labels(config: CnnConfig, images: pd.DataFrame, force: bool, log=prin
     return write_annotator_labels(config, images)
 
 
-def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = False, log=print) -> StageSummary:
+def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = False, log=log_line) -> StageSummary:
     start = time.perf_counter()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)

@@ -1,5 +1,6 @@
 """Stage 2 end to end on a few teacher faces: annotator, label checks, training reuse, filter, CLI errors."""
 
+import re
 import subprocess
 import sys
 
@@ -100,8 +101,7 @@ def test_glasses_score_responds_to_a_drawn_frame():
 def test_glasses_score_on_real_faces_with_drawn_frames(faces, annotator):
     from PIL import Image
 
-    raised = 0
-    tried = 0
+    raised, tried, framed_scores = 0, 0, []
     for image in faces[:12]:
         big = np.asarray(Image.fromarray(image).resize((256, 256), Image.BICUBIC)).copy()
         left, right = annotator._eye_centres(big, (16, 16, 240, 240))
@@ -110,14 +110,16 @@ def test_glasses_score_on_real_faces_with_drawn_frames(faces, annotator):
             continue
         tried += 1
         framed = big.copy()
-        half_w, half_h, t = int(0.3 * d), int(0.2 * d), max(2, int(d / 25))
+        half_w, half_h, t = int(0.42 * d), int(0.2 * d), max(2, int(d / 25))  # lenses reach past the eye corners
         for eye in (left, right):
             cv2.rectangle(framed, (int(eye[0]) - half_w, int(eye[1]) - half_h),
                           (int(eye[0]) + half_w, int(eye[1]) + half_h), (15, 15, 15), t)
         cv2.line(framed, (int(left[0]) + half_w, int(left[1]) - half_h // 2),
                  (int(right[0]) - half_w, int(right[1]) - half_h // 2), (15, 15, 15), t)
-        raised += glasses_score(framed, left, right) > glasses_score(big, left, right) + 0.5
-    assert tried >= 6 and raised >= tried - 1
+        framed_scores.append(glasses_score(framed, left, right))
+        raised += framed_scores[-1] > glasses_score(big, left, right) + 0.5
+    assert tried >= 8 and raised >= tried - 3
+    assert np.median(framed_scores) > AnnotatorThresholds().glasses_threshold
 
 
 def test_quality_label_rules():
@@ -145,8 +147,8 @@ def _balanced_labels(n):
 
 def test_stage_end_to_end_then_reuse_and_retrain(tmp_path, faces):
     _write_images(tmp_path / "images", faces)
-    config = _config(tmp_path, gender_restart_loss=0.0, max_restarts=1, min_gender_score=0.0,
-                     min_quality_score=0.5)
+    config = _config(tmp_path, gender_restart_loss=0.0, quality_restart_loss=100.0, max_restarts=1,
+                     min_gender_score=0.0, min_quality_score=0.5)
     config.path("labels_csv").parent.mkdir(parents=True)
     _balanced_labels(16).to_csv(config.path("labels_csv"), index=False)
     messages = []
@@ -156,6 +158,9 @@ def test_stage_end_to_end_then_reuse_and_retrain(tmp_path, faces):
     assert models == [f"{p}_model_{k}.pt" for p in ("gender", "quality") for k in range(2)]
     # gender's threshold 0.0 cannot be met: each fold is retrained once, then the cap is reported
     assert sum("restart cap hit" in m for m in messages) == 2
+    assert all("gender fold" in m for m in messages if "restart cap hit" in m)
+    quality_log = pd.read_csv(config.path("log_dir") / "train_log_quality.csv", index_col=0)
+    assert len(quality_log) == 2 and quality_log["success"].all()  # met at the first try: no restart
     gender_log = pd.read_csv(config.path("log_dir") / "train_log_gender.csv", index_col=0)
     assert len(gender_log) == 4 and gender_log["kept"].sum() == 2 and not gender_log["success"].any()
     assert {"fold_no", "success", "min_val_loss", "total_epochs", "best_epoch", "elapsed_time (s)",
@@ -186,7 +191,8 @@ def test_stage_end_to_end_then_reuse_and_retrain(tmp_path, faces):
     # a re-run reuses models and inference; stricter thresholds shrink the exported set
     stamps = {p: p.stat().st_mtime_ns for p in config.path("models_dir").glob("*.pt")}
     messages.clear()
-    stricter = _config(tmp_path, min_gender_score=0.0, min_quality_score=0.99, gender_restart_loss=0.0, max_restarts=1)
+    stricter = _config(tmp_path, min_gender_score=0.0, min_quality_score=0.99, gender_restart_loss=0.0,
+                       quality_restart_loss=100.0, max_restarts=1)
     again = run_filter_stage(stricter, log=messages.append)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert sum("reusing" in m for m in messages) == 4 + 2
@@ -217,14 +223,14 @@ def test_stage_annotates_missing_labels(tmp_path, faces):
 
 @pytest.mark.parametrize("content, message", [
     ("img_name,gender\n0,1\n", "missing column(s) quality"),
-    ("img_name,quality,gender\n0,2,1\n", "quality = 2"),
+    ("img_name,quality,gender\n0,2,1\n", "row 2 has quality = '2'"),
     ("img_name,quality,gender\n0,1,1\n0,1,0\n", "more than once"),
     ("img_name,quality,gender\nx,1,1\n", "img_name = 'x'"),
 ])
 def test_malformed_label_files_name_the_file(tmp_path, content, message):
     path = tmp_path / "labels.csv"
     path.write_text(content)
-    with pytest.raises(PipelineError, match=message) as info:
+    with pytest.raises(PipelineError, match=re.escape(message)) as info:
         read_labels(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
