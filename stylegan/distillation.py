@@ -60,6 +60,9 @@ class DistillationConfig:
     sample_every: int = 500
     checkpoint_every: int = 250
     export_path: str = "stylegan/models/embedded_stylegan_64.pth"
+    # Start a new run (no training state in run_dir) from exported weights, e.g. the shipped model, at this step.
+    init_from: str = ""
+    initial_step: int = 0
 
     def generator_kwargs(self) -> dict:
         return dict(resolution=self.resolution, z_space_dim=self.z_space_dim, w_space_dim=self.w_space_dim,
@@ -212,6 +215,17 @@ class Distiller:
         self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
 
+    def load_weights(self, path: str | Path, step: int) -> None:
+        """Continue from an exported GenForce-layout file (optimiser moments start afresh)."""
+        from stylegan.checkpoint import load_state_strict, read_checkpoint
+
+        state = read_checkpoint(path)
+        for name in ("generator", "discriminator", "generator_smooth"):
+            weights = {k: v.float() if v.is_floating_point() else v for k, v in state[name].items()}
+            load_state_strict(getattr(self, name), weights, f"{path} [{name}]")
+        self.step_index = step
+        self.images_seen = step * self.config.batch_size
+
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             torch.save(self.state_dict(), tmp)
@@ -232,6 +246,8 @@ def train(config: DistillationConfig, device: str = "cpu", max_steps: int | None
     state_path = run_dir / "training_state.pt"
     if state_path.is_file():
         distiller.load_state_dict(torch.load(state_path, map_location=device, weights_only=True))
+    elif config.init_from:
+        distiller.load_weights(config.init_from, config.initial_step)
     log_path = run_dir / "train_log.csv"
     end = config.total_steps if max_steps is None else min(config.total_steps, distiller.step_index + max_steps)
     rows: list[dict] = []

@@ -66,6 +66,12 @@ def test_export_is_a_strict_genforce_checkpoint(tmp_path):
     assert set(read_checkpoint(tmp_path / "model.pth")) == {"generator", "discriminator", "generator_smooth"}
     generator = load_generator(tmp_path / "model.pth", "generator_smooth", **config.generator_kwargs())
     assert generator(torch.randn(2, 512))["image"].shape == (2, 3, 64, 64)
+    # A new run can continue from the exported weights (e.g. in a later session).
+    continued = Distiller(tiny_config(tmp_path / "next", seed=6))
+    continued.load_weights(tmp_path / "model.pth", step=40)
+    assert continued.step_index == 40 and continued.images_seen == 160
+    expected = distiller.generator.state_dict()["synthesis.layer3.weight"].half().float()
+    assert torch.equal(continued.generator.state_dict()["synthesis.layer3.weight"], expected)
 
 
 def test_shipped_embedded_checkpoint_loads_strictly_and_generates():
