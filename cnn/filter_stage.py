@@ -449,22 +449,25 @@ def export_kept(paths: list[Path], filtered_dir: Path, link_mode: str) -> int:
 
 def save_report_grid(kept_paths: list[Path], rejected_paths: list[Path], path: Path, resolution: int,
                      per_side: int = 16) -> None:
-    """Kept examples on top, rejected below, split by a red band; small images shown 2x."""
+    """Kept examples on top, rejected below, each under a caption with its count; small images 2x."""
+    import cv2
+
     from common.fileio import save_image
 
-    ncols = 8
+    scale = 2 if resolution < 128 else 1
     blocks = []
-    for chosen in (kept_paths[:per_side], rejected_paths[:per_side]):
-        tiles = load_images(chosen, resolution) if chosen else np.zeros((1, resolution, resolution, 3), np.uint8)
-        blocks.append(make_grid(tiles, ncols=ncols))
+    for title, chosen, colour in (("kept", kept_paths, (0, 140, 0)), ("rejected", rejected_paths, (200, 0, 0))):
+        shown = chosen[:per_side]
+        tiles = load_images(shown, resolution) if shown else np.full((1, resolution, resolution, 3), 255, np.uint8)
+        grid = make_grid(tiles, ncols=8)
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+        caption = np.full((28, grid.shape[1], 3), 255, np.uint8)
+        cv2.putText(caption, f"{title}: {len(chosen)} (first {len(shown)} shown)", (6, 20),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 1, cv2.LINE_AA)
+        blocks.append(np.concatenate([caption, grid]))
     width = max(b.shape[1] for b in blocks)
     blocks = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
-    band = np.zeros((6, width, 3), np.uint8)
-    band[..., 0] = 220
-    grid = np.concatenate([blocks[0], band, blocks[1]])
-    if resolution < 128:
-        grid = grid.repeat(2, axis=0).repeat(2, axis=1)
-    save_image(grid, path)
+    save_image(np.concatenate(blocks), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -492,11 +495,11 @@ class StageSummary:
 
 def plan(config: CnnConfig) -> list[str]:
     labels_path = config.path("labels_csv")
+    missing = f"annotate the first {config.num_labelled}" if config.annotate else "must be supplied"
     return [f"images: {config.path('images_dir')} ({config.resolution}x{config.resolution})",
-            f"labels: {labels_path} " + ("(exists)" if labels_path.is_file() else
-                                         f"(missing: {'annotate the first ' + str(config.num_labelled) if config.annotate else 'must be supplied'})"),
-            f"train: {len(PROPERTIES)} x {config.num_folds} CNNs, width x{config.width_multiplier}, lr {config.learning_rate}, "
-            f"<= {config.max_epochs} epochs, patience {config.patience}, <= {config.max_restarts} restarts per fold",
+            f"labels: {labels_path} " + ("(exists)" if labels_path.is_file() else f"(missing: {missing})"),
+            f"train: {len(PROPERTIES)} x {config.num_folds} CNNs, width x{config.width_multiplier}, "
+            f"lr {config.learning_rate}, <= {config.max_epochs} epochs, patience {config.patience}, <= {config.max_restarts} restarts per fold",
             f"keep: gender >= {config.min_gender_score} and quality >= {config.min_quality_score} -> "
             f"{config.path('filtered_dir')} ({config.link_mode})"]
 
@@ -518,9 +521,18 @@ def obtain_labels(config: CnnConfig, images: pd.DataFrame, force: bool, log=log_
 
 
 def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = False, log=log_line) -> StageSummary:
-    start = time.perf_counter()
+    """The whole stage; torch's thread count is set from the config for its duration only."""
+    previous_threads = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
+    try:
+        return _run_filter_stage(config, retrain, force, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> StageSummary:
+    start = time.perf_counter()
     images = list_generated_images(config.path("images_dir"))
     labels = obtain_labels(config, images, force, log=log)
     present = labels["img_name"].isin(images["img_no"])
@@ -529,10 +541,9 @@ def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = Fal
         labels = labels[present].reset_index(drop=True)
     if labels.empty:
         raise PipelineError(f"{config.path('labels_csv')}: none of the labelled images is in {config.path('images_dir')}")
-    dump_config(config, config.path("log_dir") / "cnn_config.json")
-
     labelled_images = images.set_index("img_no").loc[labels["img_name"], "path"].tolist()
     pixels = to_tensor(load_images(labelled_images, config.resolution, progress=True))
+    dump_config(config, config.path("log_dir") / "cnn_config.json")
     fingerprint = labels_fingerprint(labels)
     logs = {}
     for prop in PROPERTIES:

@@ -11,6 +11,15 @@ from cnn.filter_stage import ensemble_average, keep_mask
 from common.errors import PipelineError
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small nets: a second thread only adds waiting when another process holds a core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("resolution, prop, feature_shape, fc_in", [
     (256, "gender", (256, 6, 6), 9216),     # the spec's shapes
     (256, "quality", (256, 4, 12), 12288),

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cnn.annotate import (AnnotatorThresholds, FaceAnnotator, glasses_score, labels_from_signals,
                           strip_sharpness)
@@ -17,6 +18,15 @@ from common.errors import PipelineError
 from common.fileio import load_image, save_image
 from common.images import to_uint8
 from stylegan.teacher_dcgan import sample_teacher_images
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small nets: a second thread only adds waiting when another process holds a core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -235,27 +245,53 @@ def test_malformed_label_files_name_the_file(tmp_path, content, message):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def _run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "run_cnn.py", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+def _run_cli(*args, cwd, out):
+    # Every output folder points into the test's tmp dir, so a run that gets further never writes to the repo.
+    outputs = ["--models-dir", out / "models", "--log-dir", out / "log", "--inference-dir", out / "inference",
+               "--all-scores-csv", out / "all.csv", "--report-grid", out / "grid.png", "--filtered-dir", out / "kept"]
+    return subprocess.run([sys.executable, "run_cnn.py", *args, *map(str, outputs)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_cli_errors_are_one_line(tmp_path, repo_root, faces):
     missing = _run_cli("--images-dir", str(tmp_path / "nowhere"), "--labels-csv", str(tmp_path / "l.csv"),
-                       cwd=repo_root)
+                       cwd=repo_root, out=tmp_path / "out")
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "nowhere" in missing.stderr and "stage-1" in missing.stderr
 
     _write_images(tmp_path / "images", faces[:4])
     no_labels = _run_cli("--images-dir", str(tmp_path / "images"), "--labels-csv", str(tmp_path / "l.csv"),
-                         "--no-annotate", cwd=repo_root)
+                         "--no-annotate", cwd=repo_root, out=tmp_path / "out")
     assert no_labels.returncode == 2 and "l.csv" in no_labels.stderr and "--annotate" in no_labels.stderr
 
     (tmp_path / "bad.csv").write_text("img_name;quality;gender\n0;1;1\n")
-    bad = _run_cli("--images-dir", str(tmp_path / "images"), "--labels-csv", str(tmp_path / "bad.csv"), cwd=repo_root)
+    bad = _run_cli("--images-dir", str(tmp_path / "images"), "--labels-csv", str(tmp_path / "bad.csv"),
+                   cwd=repo_root, out=tmp_path / "out")
     assert bad.returncode == 2 and "bad.csv" in bad.stderr and "missing column" in bad.stderr
 
     wrong_size = tmp_path / "big"
     _write_images(wrong_size, np.zeros((2, 32, 32, 3), np.uint8))
     (tmp_path / "ok.csv").write_text("img_name,quality,gender\n0,1,1\n")
-    size = _run_cli("--images-dir", str(wrong_size), "--labels-csv", str(tmp_path / "ok.csv"), cwd=repo_root)
+    size = _run_cli("--images-dir", str(wrong_size), "--labels-csv", str(tmp_path / "ok.csv"),
+                    cwd=repo_root, out=tmp_path / "out")
     assert size.returncode == 2 and "000000.png" in size.stderr and "64x64" in size.stderr
+    assert not (tmp_path / "out" / "log").exists()  # bad input: nothing written
+
+
+def test_export_kept_hardlinks_and_drops_stale_images(tmp_path):
+    from cnn.filter_stage import export_kept
+
+    sources = []
+    for i in range(3):
+        path = tmp_path / "src" / f"{i:06d}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(bytes([i]) * 10)
+        sources.append(path)
+    out = tmp_path / "filtered"
+    out.mkdir()
+    (out / "000009.png").write_bytes(b"old")  # kept by an earlier, looser run
+    (out / "notes.txt").write_text("not an image of ours")
+    assert export_kept(sources[:2], out, "hardlink") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "notes.txt"]
+    assert (out / "000001.png").stat().st_ino == sources[1].stat().st_ino
+    assert export_kept(sources[:2], out, "copy") == 0  # already there
