@@ -3,14 +3,14 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PIP_QUIET ?= -q
+PIP_FLAGS ?= -q
 
 .PHONY: install test demo bench clean-outputs
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) -r requirements.txt
-	$(PY) -m pip install $(PIP_QUIET) --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -53,6 +53,10 @@ class DistillationConfig:
     r1_gamma: float = 10.0
     r1_interval: int = 16
     ema_half_life_images: float = 5000.0
+    # z entries the teacher never sees carry no information about the target image; at a random init they
+    # dominate w (412 of 512 inputs) and the student regresses to the mean face. Starting the first mapping
+    # layer blind to them lets w depend on the teacher's noise from step one.
+    zero_unpaired_z: bool = True
     seed: int = 2025
     threads: int = 2
     channels_last: bool = True
@@ -96,6 +100,9 @@ class Distiller:
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
         self.generator = StyleGANGenerator(**config.generator_kwargs()).to(self.device)
+        if config.zero_unpaired_z:
+            with torch.no_grad():
+                self.generator.mapping.dense0.weight[:, NOISE_DIM:] = 0.0
         self.discriminator = StyleGANDiscriminator(**config.discriminator_kwargs()).to(self.device)
         if config.channels_last:
             self.generator.to(memory_format=torch.channels_last)
