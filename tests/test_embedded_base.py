@@ -89,3 +89,19 @@ def test_shipped_embedded_checkpoint_loads_strictly_and_generates():
         assert image.shape == (4, 3, 64, 64) and torch.isfinite(image).all()
         assert 0.05 < float(image.std()) < 2.0
     assert dataclasses.is_dataclass(distill_defaults)
+
+
+def test_student_starts_blind_to_the_z_entries_the_teacher_never_sees(tmp_path):
+    generator = Distiller(tiny_config(tmp_path)).generator.eval()
+    z = torch.randn(2, 512)
+    z_other = z.clone()
+    z_other[:, 100:] = torch.randn(2, 412)
+    with torch.no_grad():
+        w, w_other = generator.mapping(z), generator.mapping(z_other)
+    # Only the pixel-norm scale of z changes: w moves far less than for a new teacher noise.
+    z_new = z.clone()
+    z_new[:, :100] = torch.randn(2, 100)
+    with torch.no_grad():
+        w_new = generator.mapping(z_new)
+    assert (w - w_other).abs().mean() < 0.2 * (w - w_new).abs().mean()
+    assert float(generator.mapping.dense0.weight[:, 100:].abs().max()) == 0.0
