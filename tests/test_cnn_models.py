@@ -11,13 +11,7 @@ from cnn.filter_stage import ensemble_average, keep_mask
 from common.errors import PipelineError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small nets: a second thread only adds waiting when another process holds a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("resolution, prop, feature_shape, fc_in", [

@@ -20,13 +20,7 @@ from common.images import to_uint8
 from stylegan.teacher_dcgan import sample_teacher_images
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small nets: a second thread only adds waiting when another process holds a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
