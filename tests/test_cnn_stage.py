@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cnn.annotate import (AnnotatorThresholds, FaceAnnotator, glasses_score, labels_from_signals,
                           strip_sharpness)
