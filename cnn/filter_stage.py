@@ -66,7 +66,8 @@ class CnnConfig:
     annotator_min_strip_sharpness: float = 0.55
     annotator_female_threshold: float = 0.5
     annotator_old_age: float = 48.0
-    annotator_glasses_threshold: float = 1.6
+    annotator_glasses_threshold: float = field(default=-1.0, metadata={
+        "help": "glasses probability for glass = 1; < 0 uses the threshold stored with cnn/glasses_model.pt"})
     models_dir: str = "cnn/models"
     log_dir: str = "cnn/log"
     inference_dir: str = "cnn/inference_result"
