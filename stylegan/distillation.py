@@ -128,10 +128,11 @@ class Distiller:
             real = self.teacher(noise)
         adversarial = self.step_index >= cfg.adversarial_start_step
         stats: dict[str, float] = {}
-        if adversarial:
-            stats.update(self._discriminator_step(z, real))
         self.generator.train()
         fake = self.generator(z, w_moving_decay=0.995)["image"]
+        if adversarial:
+            # The same fakes train D (detached) and then G: one generator forward per step, not two.
+            stats.update(self._discriminator_step(fake.detach(), real))
         paired = multiscale_l1(fake, real)
         g_loss = cfg.paired_weight * paired
         if adversarial:
@@ -150,10 +151,8 @@ class Distiller:
         stats["paired_l1"] = float(paired.detach())
         return stats
 
-    def _discriminator_step(self, z: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
         cfg = self.config
-        with torch.no_grad():
-            fake = self.generator(z, w_moving_decay=1.0)["image"]
         real_score = self.discriminator(real)
         fake_score = self.discriminator(fake)
         d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
