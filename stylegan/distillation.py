@@ -47,6 +47,16 @@ class DistillationConfig:
     batch_size: int = 16
     lr: float = 0.002
     betas: tuple[float, float] = (0.5, 0.99)
+    # The mapping's equalised lr multiplier (0.01, GenForce's) keeps w nearly frozen at its random init,
+    # and learning z -> image then stalls near the mean face; distillation trains it at the normal rate.
+    mapping_lr_scale: float = 100.0
+    # Coarse first: from this lod (2 = 16x16) the student grows to full resolution, each level held for
+    # lod_stable_images and then faded into the next over lod_transition_images (ProGAN's schedule).
+    # Layout, pose and colour are learnt at a fraction of the full-resolution cost. 0 = no growing.
+    progressive_start_lod: float = 0.0
+    lod_stable_images: int = 64000
+    lod_transition_images: int = 32000
+    progressive_start_images: int = 0  # images_seen at which growing starts (e.g. that of --init-from)
     paired_weight: float = 1.0
     adversarial_start_step: int = 8000  # regression only before this step
     adversarial_weight: float = 0.05
@@ -109,7 +119,11 @@ class Distiller:
             self.discriminator.to(memory_format=torch.channels_last)
         self.generator_smooth = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.teacher = load_teacher(self.device)
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
+        mapping = [p for n, p in self.generator.named_parameters() if n.startswith("mapping.")]
+        others = [p for n, p in self.generator.named_parameters() if not n.startswith("mapping.")]
+        self.g_optimizer = torch.optim.Adam([{"params": others},
+                                             {"params": mapping, "lr": config.lr * config.mapping_lr_scale}],
+                                            lr=config.lr, betas=config.betas)
         r1_ratio = config.r1_interval / (config.r1_interval + 1)  # lazy-regularisation correction
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr * r1_ratio,
                                             betas=tuple(b ** r1_ratio for b in config.betas))
@@ -119,9 +133,23 @@ class Distiller:
         self.train_seconds = 0.0
 
     # --- one training step -------------------------------------------------------------------
+    def current_lod(self) -> float:
+        cfg = self.config
+        if cfg.progressive_start_lod <= 0:
+            return 0.0
+        images = max(self.images_seen - cfg.progressive_start_images, 0)
+        phase = cfg.lod_stable_images + cfg.lod_transition_images
+        level, within = divmod(images, phase)
+        fade = min(max((within - cfg.lod_stable_images) / max(cfg.lod_transition_images, 1), 0.0), 1.0)
+        return max(cfg.progressive_start_lod - level - fade, 0.0)
+
     def step(self) -> dict[str, float]:
         cfg = self.config
         start = time.perf_counter()
+        lod = self.current_lod()
+        # The buffers travel with the weights, so an exported or resumed model renders at its trained lod.
+        for module in (self.generator.synthesis, self.discriminator):
+            module.lod.fill_(lod)
         z, noise = student_latents(cfg.batch_size, cfg.z_space_dim, self.rng)
         z, noise = z.to(self.device), noise.to(self.device)
         with torch.no_grad():
@@ -149,6 +177,7 @@ class Distiller:
         self.images_seen += cfg.batch_size
         self.train_seconds += time.perf_counter() - start
         stats["paired_l1"] = float(paired.detach())
+        stats["lod"] = lod
         return stats
 
     def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:

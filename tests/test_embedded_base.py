@@ -105,3 +105,31 @@ def test_student_starts_blind_to_the_z_entries_the_teacher_never_sees(tmp_path):
         w_new = generator.mapping(z_new)
     assert (w - w_other).abs().mean() < 0.2 * (w - w_new).abs().mean()
     assert float(generator.mapping.dense0.weight[:, 100:].abs().max()) == 0.0
+
+
+def test_progressive_schedule_holds_fades_and_ends_at_full_resolution(tmp_path):
+    distiller = Distiller(tiny_config(tmp_path, progressive_start_lod=2.0, lod_stable_images=100,
+                                      lod_transition_images=50, progressive_start_images=1000))
+    expected = {0: 2.0, 1000: 2.0, 1099: 2.0, 1125: 1.5, 1150: 1.0, 1249: 1.0, 1275: 0.5, 1300: 0.0, 10**6: 0.0}
+    for images, lod in expected.items():
+        distiller.images_seen = images
+        assert distiller.current_lod() == pytest.approx(lod), images
+    assert Distiller(tiny_config(tmp_path)).current_lod() == 0.0  # no growing by default
+
+
+def test_coarse_phase_trains_only_the_coarse_layers_and_the_mapping_fast(tmp_path):
+    distiller = Distiller(tiny_config(tmp_path, progressive_start_lod=2.0, mapping_lr_scale=100.0))
+    groups = distiller.g_optimizer.param_groups
+    assert [g["lr"] for g in groups] == [pytest.approx(0.01), pytest.approx(1.0)]
+    assert all(p is q for p, q in zip(groups[1]["params"], distiller.generator.mapping.parameters()))
+    before = {k: v.clone() for k, v in distiller.generator.state_dict().items()}
+    distiller.step()
+    after = distiller.generator.state_dict()
+    # 64 px with lod 2 renders at 16 px: blocks 3 and 4 (32 and 64 px: layers 6-9, output3/4) are skipped
+    for name in ("synthesis.layer6.weight", "synthesis.layer9.weight", "synthesis.output4.weight"):
+        assert torch.equal(before[name], after[name]), name
+    for name in ("synthesis.layer1.weight", "synthesis.layer5.weight", "synthesis.output2.weight",
+                 "mapping.dense1.weight"):
+        assert not torch.equal(before[name], after[name]), name
+    assert float(after["synthesis.lod"]) == 2.0
+    assert float(distiller.generator_smooth.state_dict()["synthesis.lod"]) == 2.0
