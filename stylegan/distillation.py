@@ -3,9 +3,11 @@
 Every step draws fresh latents. The first `NOISE_DIM` (100) entries of the student's 512-d z
 are the teacher's noise, so both networks see the same random vector and the student can be
 taught by regression (paired multi-scale L1) as well as adversarially (non-saturating loss
-with lazy R1 against teacher images). Regression alone first makes faces in few steps on a
-CPU; the adversarial term, switched on later, sharpens them. An EMA copy of the generator
-(`generator_smooth`) is what the profile generates with.
+with lazy R1 against teacher images). Regression comes first and grows the student coarse to
+fine (16 -> 32 -> 64 px through the architecture's lod, a 16 px step costs a tenth of a full
+one), with the mapping network trained at the normal rate; the adversarial term, switched on
+later, is meant to sharpen the result. An EMA copy of the generator (`generator_smooth`) is
+what the profile generates with.
 
 Everything is seeded and resumable: the run folder keeps the latest full training state
 (models, optimisers, step, RNG states), a CSV log and sample grids.
@@ -53,12 +55,12 @@ class DistillationConfig:
     # Coarse first: from this lod (2 = 16x16) the student grows to full resolution, each level held for
     # lod_stable_images and then faded into the next over lod_transition_images (ProGAN's schedule).
     # Layout, pose and colour are learnt at a fraction of the full-resolution cost. 0 = no growing.
-    progressive_start_lod: float = 0.0
-    lod_stable_images: int = 64000
+    progressive_start_lod: float = 2.0
+    lod_stable_images: int = 96000
     lod_transition_images: int = 32000
     progressive_start_images: int = 0  # images_seen at which growing starts (e.g. that of --init-from)
     paired_weight: float = 1.0
-    adversarial_start_step: int = 8000  # regression only before this step
+    adversarial_start_step: int = 24000  # regression only before this step
     adversarial_weight: float = 0.05
     r1_gamma: float = 10.0
     r1_interval: int = 16

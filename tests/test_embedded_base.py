@@ -24,7 +24,7 @@ def test_teacher_loads_and_makes_64px_faces_in_range():
 def tiny_config(run_dir, **overrides):
     values = dict(run_dir=str(run_dir), fmaps_base=256, fmaps_max=16, mapping_layers=2, batch_size=4, lr=0.01,
                   adversarial_start_step=1000, r1_interval=2, log_every=2, sample_every=1000, checkpoint_every=1000,
-                  threads=2, seed=5, total_steps=1000)
+                  threads=2, seed=5, total_steps=1000, progressive_start_lod=0.0)
     values.update(overrides)
     return DistillationConfig(**values)
 
@@ -114,7 +114,7 @@ def test_progressive_schedule_holds_fades_and_ends_at_full_resolution(tmp_path):
     for images, lod in expected.items():
         distiller.images_seen = images
         assert distiller.current_lod() == pytest.approx(lod), images
-    assert Distiller(tiny_config(tmp_path)).current_lod() == 0.0  # no growing by default
+    assert Distiller(tiny_config(tmp_path)).current_lod() == 0.0  # progressive_start_lod 0: full size throughout
 
 
 def test_coarse_phase_trains_only_the_coarse_layers_and_the_mapping_fast(tmp_path):
