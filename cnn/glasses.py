@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from tqdm import tqdm
 
+from cnn.training import binary_metrics
 from common.errors import PipelineError
 from common.fileio import atomic_path
 
@@ -172,12 +172,9 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def detection_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    labels = np.asarray(labels).astype(int)
-    predicted = np.asarray(scores) >= threshold
-    tp = int((predicted & (labels == 1)).sum())
-    return dict(faces=int(len(labels)), with_glasses=int(labels.sum()),
-                auroc=float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan"),
-                precision=tp / max(int(predicted.sum()), 1), recall=tp / max(int(labels.sum()), 1))
+    metrics = binary_metrics(scores, labels, threshold)
+    return dict(faces=int(len(labels)), with_glasses=int(np.sum(labels)), auroc=metrics["val_auroc"],
+                precision=metrics["val_precision"], recall=metrics["val_recall"])
 
 
 # ----------------------------------------------------------------------------------------------
