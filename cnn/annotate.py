@@ -149,7 +149,8 @@ class FaceAnnotator:
         faces = detect_largest_faces(self._mtcnn, images, upscale_to=DETECTOR_SIZE)
         glasses_probabilities = self._glasses.probabilities(images) if images else []
         rows = []
-        for image, face, glasses in tqdm(list(zip(images, faces, glasses_probabilities)), desc="annotate", unit="img", disable=not progress):
+        for image, face, glasses in tqdm(list(zip(images, faces, glasses_probabilities)), desc="annotate", unit="img",
+                                         disable=not progress):
             size = image.shape[0]
             scale = DETECTOR_SIZE / size if size < DETECTOR_SIZE else 1.0
             big = image if scale == 1.0 else np.asarray(

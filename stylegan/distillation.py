@@ -4,8 +4,8 @@ Every step draws fresh latents. The first `NOISE_DIM` (100) entries of the stude
 are the teacher's noise, so both networks see the same random vector and the student can be
 taught by regression (paired multi-scale L1) as well as adversarially (non-saturating loss
 with lazy R1 against teacher images). Regression comes first and grows the student coarse to
-fine (16 -> 32 -> 64 px through the architecture's lod, a 16 px step costs a tenth of a full
-one), with the mapping network trained at the normal rate; the adversarial term, switched on
+fine (16 -> 32 -> 64 px through the architecture's lod; a 16 px step costs a sixth of a full
+one on a CPU), with the mapping network trained at the normal rate; the adversarial term, switched on
 later, is meant to sharpen the result. An EMA copy of the generator (`generator_smooth`) is
 what the profile generates with.
 
