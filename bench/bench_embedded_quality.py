@@ -6,7 +6,8 @@ For N samples of each (the student's z carries the teacher's noise, so pairs are
 * fraction with glasses from the annotator's glasses detector (`cnn/glasses.py`), for information;
 * mean pairwise pixel distance between samples (mean absolute difference in [0, 1] over random
   pairs): a collapsed generator scores far below its teacher;
-* mean L1 between student and teacher for the same latent.
+* mean L1 between student and teacher for the same latent, and how often the gender classifier
+  gives both images of a pair the same call (the fractions can match while single faces do not).
 
     python bench/bench_embedded_quality.py [--num 1000] [--checkpoint PATH] [--entry generator_smooth]
 """
@@ -50,13 +51,14 @@ def pairwise_distance(images: np.ndarray, pairs: int, seed: int) -> float:
     return float(diff.mean())
 
 
-def measure(images: np.ndarray, annotator: FaceAnnotator, seed: int) -> dict[str, float]:
+def measure(images: np.ndarray, annotator: FaceAnnotator, seed: int) -> dict:
     signals = annotator.signals(list(images), progress=True)
     detected = signals["face_probability"].fillna(0) >= 0.9
-    female = signals.loc[detected, "female_probability"] >= 0.5
+    female = signals["female_probability"] >= 0.5
     glasses = signals["glasses_probability"] >= annotator.thresholds.glasses_threshold
-    return {"detection_rate": float(detected.mean()), "female_fraction": float(female.mean()),
-            "glasses_fraction": float(glasses.mean()), "pairwise_distance": pairwise_distance(images, 5000, seed)}
+    return {"detection_rate": float(detected.mean()), "female_fraction": float(female[detected].mean()),
+            "glasses_fraction": float(glasses.mean()), "pairwise_distance": pairwise_distance(images, 5000, seed),
+            "detected": detected.to_numpy(), "female": female.to_numpy()}
 
 
 def main() -> None:
@@ -86,6 +88,9 @@ def main() -> None:
     print(f"{'glasses fraction':<22}{teacher['glasses_fraction']:>10.3f}{student['glasses_fraction']:>10.3f}"
           f"  (no target; cnn/glasses.py detector)")
     print(f"{'paired L1 ([-1,1])':<22}{'':>10}{paired_l1:>10.4f}")
+    both = teacher["detected"] & student["detected"]
+    agreement = float((teacher["female"][both] == student["female"][both]).mean())
+    print(f"{'same gender call':<22}{'':>10}{agreement:>10.3f}  (pairs with both faces detected: {int(both.sum())})")
 
 
 if __name__ == "__main__":
