@@ -44,8 +44,8 @@ def main() -> None:
     z, noise = student_latents(args.num, student.z_space_dim, torch.Generator().manual_seed(args.seed))
     with torch.inference_mode():
         targets = teacher(noise)
-        mapped_w = student.mapping(z)
-        mapped = student(z)["image"]
+        output = student(z)
+    mapped_w, mapped = output["w"], output["image"]
     mapped_error = (mapped - targets).abs().flatten(1).mean(dim=1)
     projected_w, projected_error = project_to_w(student, targets, init_w=mapped_w, steps=args.steps, lr=args.lr)
     print(f"{args.num} teacher images; student = {args.checkpoint} [{args.entry}]")
@@ -56,7 +56,7 @@ def main() -> None:
           f"(mean |mapping(z) - w_avg|: {float((mapped_w - student.truncation.w_avg).abs().mean()):.4f})")
     if args.grid:
         with torch.inference_mode():
-            projected = student.synthesis(projected_w.unsqueeze(1).expand(-1, student.synthesis.num_layers, -1))
+            projected = student.synthesis(student.truncation(projected_w))
         rows = []
         for start in range(0, min(args.num, 32), 8):
             rows += [to_uint8(t[start:start + 8]) for t in (targets, mapped, projected)]

@@ -49,16 +49,15 @@ def project_to_w(generator: nn.Module, targets: torch.Tensor, init_w: torch.Tens
     targets = targets.detach()
     w = init_w.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=lr)
-    num_layers = generator.synthesis.num_layers
     with _frozen(generator), torch.enable_grad():
         for _ in range(steps):
-            image = generator.synthesis(w.unsqueeze(1).expand(-1, num_layers, -1))
+            image = generator.synthesis(generator.truncation(w))  # psi 1: w repeated for every layer
             # Scaled by N so that each image's gradient does not shrink with the batch size.
             loss = multiscale_l1(image, targets) * len(targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            image = generator.synthesis(w.unsqueeze(1).expand(-1, num_layers, -1))
+            image = generator.synthesis(generator.truncation(w))
     errors = (image - targets).abs().flatten(1).mean(dim=1)
     return w.detach(), errors

@@ -16,10 +16,9 @@ def test_projection_recovers_an_image_the_generator_can_draw(one_torch_thread):
     generator = tiny_generator()
     with torch.no_grad():
         w_true = generator.mapping(torch.randn(3, 512))
-        targets = generator.synthesis(w_true.unsqueeze(1).expand(-1, generator.num_layers, -1))
+        targets = generator.synthesis(generator.truncation(w_true))
         w_start = generator.mapping(torch.randn(3, 512))
-        start_error = (generator.synthesis(w_start.unsqueeze(1).expand(-1, generator.num_layers, -1))
-                       - targets).abs().flatten(1).mean(dim=1)
+        start_error = (generator.synthesis(generator.truncation(w_start)) - targets).abs().flatten(1).mean(dim=1)
     w, error = project_to_w(generator, targets, init_w=w_start, steps=150, lr=0.05)
     assert w.shape == (3, 512) and error.shape == (3,)
     assert (error < 0.3 * start_error).all(), (error, start_error)
