@@ -1,0 +1,175 @@
+"""One task-agnostic supervised training loop for every CNN of the project.
+
+API (for stage 2, the glasses CNN and the property CNNs):
+
+    split = seeded_split(n, val_fraction=0.1, seed=0)          # (train_idx, val_idx), seeded
+    folds = seeded_folds(n, num_folds=5, seed=0)                # [(train_idx, val_idx)], seeded KFold
+    result = train_model(
+        model_factory=lambda: MyCNN(...),   # fresh model; torch.manual_seed(seed) is set before the call
+        inputs=images_uint8,                # tensor [N, ...]; batches are `prepare(inputs[idx])`
+        targets=targets,                    # tensor [N, ...]
+        train_idx=split[0], val_idx=split[1],
+        loss_fn=torch.nn.functional.mse_loss,        # (predictions, targets) -> scalar, used for the gradient
+        settings=LoopSettings(learning_rate=5e-5, max_epochs=100, patience=20, seed=0),
+        prepare=lambda x: x.float() / 255,           # uint8 batch -> model input (train and validation)
+        augment=None,                                # optional (batch_inputs, generator) -> batch_inputs, train only
+        metrics_fn=lambda pred, tgt: {"val_r": ...}, # optional, numpy arrays of the whole validation split -> dict
+        criterion_fn=None,                           # optional (pred, tgt, metrics) -> float to minimise;
+                                                     # default: loss_fn on the validation split
+        make_scheduler=None,                         # optional optimizer -> scheduler stepped once per epoch
+        on_epoch=None,                               # optional callback(row dict) for progress / CSV logs
+    )
+    result.model          # the best epoch's weights loaded, in eval mode
+    result.best_epoch, result.best_criterion, result.rows (one dict per epoch: epoch, train_loss,
+    val_loss, criterion, metrics...), result.best_state, result.seed
+
+    kept, attempts, ok = train_with_restarts(lambda attempt: train_model(..., seed=f(attempt)),
+                                             accept=lambda r: r.best_criterion <= 0.35, max_restarts=5)
+
+Validation always runs in eval mode under inference_mode (dropout off), batched; the best epoch is
+the one with the lowest criterion and early stopping triggers after `patience` epochs without
+improvement. AdamW is the optimiser (every CNN of the original uses it).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from common.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    learning_rate: float = 5e-5
+    train_batch_size: int = 16
+    eval_batch_size: int = 64
+    max_epochs: int = 1000
+    patience: int = 20
+    seed: int = 0
+    weight_decay: float = 0.01
+
+
+@dataclass
+class LoopResult:
+    model: torch.nn.Module
+    seed: int
+    best_epoch: int
+    best_criterion: float
+    rows: list[dict]
+    elapsed_time: float
+    best_state: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def total_epochs(self) -> int:
+        return len(self.rows)
+
+
+def seeded_split(num_items: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random (train, validation) index split, reproducible from `seed` (the original's was unseeded)."""
+    num_val = int(round(num_items * val_fraction))
+    if num_items < 2 or num_val < 1 or num_val >= num_items:
+        raise PipelineError(f"{num_items} samples cannot be split with validation fraction {val_fraction}")
+    order = np.random.default_rng(seed).permutation(num_items)
+    return np.sort(order[num_val:]), np.sort(order[:num_val])
+
+
+def seeded_folds(num_items: int, num_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled K-fold (train, validation) index pairs from `seed`."""
+    if num_items < num_folds:
+        raise PipelineError(f"{num_items} samples cannot be split into {num_folds} folds")
+    order = np.random.default_rng(seed).permutation(num_items)
+    chunks = np.array_split(order, num_folds)
+    return [(np.sort(np.concatenate(chunks[:k] + chunks[k + 1:])), np.sort(chunks[k])) for k in range(num_folds)]
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int,
+            prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> torch.Tensor:
+    """Model outputs in eval mode, batched; the model's previous mode is restored."""
+    was_training = model.training
+    model.eval()
+    outputs = [model(prepare(inputs[i:i + batch_size])) for i in range(0, len(inputs), batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tensor, targets: torch.Tensor,
+                train_idx: np.ndarray, val_idx: np.ndarray,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                settings: LoopSettings,
+                prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+                augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                metrics_fn: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+                criterion_fn: Callable[[torch.Tensor, torch.Tensor, dict], float] | None = None,
+                make_scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
+                on_epoch: Callable[[dict], None] | None = None) -> LoopResult:
+    """Train a fresh model on `train_idx` with early stopping on the validation criterion; keep the best epoch."""
+    if settings.max_epochs < 1:
+        raise PipelineError("max_epochs must be at least 1")
+    torch.manual_seed(settings.seed)
+    model = model_factory()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = make_scheduler(optimizer) if make_scheduler is not None else None
+    order_rng = torch.Generator().manual_seed(settings.seed)
+    train_idx_t = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
+    val_idx_t = torch.as_tensor(np.asarray(val_idx), dtype=torch.long)
+    val_inputs, val_targets = inputs[val_idx_t], targets[val_idx_t]
+
+    best_criterion, best_epoch, best_state = math.inf, -1, None
+    rows: list[dict] = []
+    start = time.perf_counter()
+    for epoch in range(settings.max_epochs):
+        model.train()
+        loss_sum, seen = 0.0, 0
+        for batch in train_idx_t[torch.randperm(len(train_idx_t), generator=order_rng)].split(settings.train_batch_size):
+            batch_inputs = prepare(inputs[batch])
+            if augment is not None:
+                batch_inputs = augment(batch_inputs, order_rng)
+            loss = loss_fn(model(batch_inputs), targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.item()) * len(batch)
+            seen += len(batch)
+        if scheduler is not None:
+            scheduler.step()
+
+        val_pred = predict(model, val_inputs, settings.eval_batch_size, prepare)
+        val_loss = float(loss_fn(val_pred, val_targets).item())
+        metrics = metrics_fn(val_pred.numpy(), val_targets.numpy()) if metrics_fn is not None else {}
+        criterion = float(criterion_fn(val_pred, val_targets, metrics)) if criterion_fn is not None else val_loss
+        row = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_loss=val_loss, criterion=criterion, **metrics)
+        rows.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if criterion < best_criterion:
+            best_criterion, best_epoch = criterion, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= settings.patience:
+            break
+    if best_state is None:  # every criterion was NaN
+        best_state, best_epoch = copy.deepcopy(model.state_dict()), len(rows) - 1
+    model.load_state_dict(best_state)
+    model.eval()
+    return LoopResult(model=model, seed=settings.seed, best_epoch=best_epoch, best_criterion=best_criterion,
+                      rows=rows, elapsed_time=time.perf_counter() - start, best_state=best_state)
+
+
+def train_with_restarts(run_attempt: Callable[[int], LoopResult], accept: Callable[[LoopResult], bool],
+                        max_restarts: int) -> tuple[LoopResult, list[LoopResult], bool]:
+    """Retrain from scratch until `accept(result)` (stage 2's restart rule), at most `max_restarts`
+    extra times. Returns (kept, attempts, accepted); without acceptance the lowest criterion is kept."""
+    attempts: list[LoopResult] = []
+    for attempt in range(max_restarts + 1):
+        result = run_attempt(attempt)
+        attempts.append(result)
+        if accept(result):
+            return result, attempts, True
+    return min(attempts, key=lambda r: r.best_criterion), attempts, False
