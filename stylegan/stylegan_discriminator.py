@@ -101,12 +101,13 @@ class StyleGANDiscriminator(nn.Module):
                  fmaps_base: int = 16 << 10, fmaps_max: int = 512):
         super().__init__()
         check_resolution(resolution)
-        if label_size != 0 or not use_wscale:
-            raise ValueError("only label_size=0 and use_wscale=True are supported by this implementation")
+        if label_size < 0 or not use_wscale:
+            raise ValueError("only label_size >= 0 and use_wscale=True are supported by this implementation")
         if fused_scale not in ("auto", True, False):
             raise ValueError(f"fused_scale must be 'auto', True or False, got {fused_scale!r}")
         self.resolution = resolution
         self.image_channels = image_channels
+        self.label_size = label_size
         self.num_blocks = int(math.log2(resolution)) - 1
         self.register_buffer("lod", torch.zeros(()))
         for block in range(self.num_blocks):
@@ -124,8 +125,9 @@ class StyleGANDiscriminator(nn.Module):
                     channels, channels, minibatch_std_group_size, minibatch_std_channels))
                 self.add_module(f"layer{2 * block + 1}", DiscriminatorDense(
                     channels * res * res, feature_maps(res // 2, fmaps_base, fmaps_max), math.sqrt(2.0), True))
+                # The conditional layout (Oh-LoRA v3) feeds the label into the last dense layer.
                 self.add_module(f"layer{2 * block + 2}", DiscriminatorDense(
-                    feature_maps(res // 2, fmaps_base, fmaps_max), 1, 1.0, False))
+                    feature_maps(res // 2, fmaps_base, fmaps_max) + label_size, 1, 1.0, False))
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None, lod: float | None = None,
                 **_ignored) -> torch.Tensor:
@@ -146,4 +148,9 @@ class StyleGANDiscriminator(nn.Module):
                 x = getattr(self, f"layer{2 * block + 1}")(x)
             if lod > current_lod:
                 image = F.avg_pool2d(image, kernel_size=2, stride=2)
+        if self.label_size:
+            if label is None or label.shape != (image.shape[0], self.label_size):
+                got = None if label is None else list(label.shape)
+                raise ValueError(f"label must have shape [{image.shape[0]}, {self.label_size}], got {got}")
+            x = torch.cat([x.flatten(1), label.to(x.dtype)], dim=1)
         return getattr(self, f"layer{2 * self.num_blocks}")(x)

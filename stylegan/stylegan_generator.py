@@ -80,21 +80,41 @@ class MappingDense(nn.Module):
         return F.leaky_relu(x, _LRELU_SLOPE)
 
 
+LABEL_EMBEDDING_DIM = 16
+
+
 class MappingModule(nn.Module):
-    """z -> w: pixel norm, then `num_layers` dense layers each followed by LeakyReLU (the last too)."""
+    """(z, label) -> w: z ++ label embedding, pixel norm, then `num_layers` dense layers each with LeakyReLU.
+
+    With `label_size = 0` there is no embedding and `label` must be None (the GenForce checkpoint);
+    otherwise `label_weight` [label_size, 16] embeds the label and dense0 takes z_space_dim + 16
+    inputs (the Oh-LoRA v3 conditional layout, MODEL_ARCHITECTURES.md section 7).
+    """
 
     def __init__(self, z_space_dim: int = 512, w_space_dim: int = 512, num_layers: int = 8,
-                 hidden_dim: int = 512, lr_mul: float = 0.01):
+                 hidden_dim: int = 512, lr_mul: float = 0.01, label_size: int = 0):
         super().__init__()
         self.z_space_dim = z_space_dim
         self.num_layers = num_layers
-        dims = [z_space_dim] + [hidden_dim] * (num_layers - 1) + [w_space_dim]
+        self.label_size = label_size
+        input_dim = z_space_dim
+        if label_size:
+            self.label_weight = nn.Parameter(torch.randn(label_size, LABEL_EMBEDDING_DIM))
+            input_dim += LABEL_EMBEDDING_DIM
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [w_space_dim]
         for i in range(num_layers):
             self.add_module(f"dense{i}", MappingDense(dims[i], dims[i + 1], lr_mul))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_space_dim:
             raise ValueError(f"z must have shape [batch, {self.z_space_dim}], got {list(z.shape)}")
+        if self.label_size:
+            if label is None or label.shape != (z.shape[0], self.label_size):
+                got = None if label is None else list(label.shape)
+                raise ValueError(f"label must have shape [{z.shape[0]}, {self.label_size}], got {got}")
+            z = torch.cat([z, label.to(z.dtype) @ self.label_weight], dim=1)
+        elif label is not None and label.numel() > 0:
+            raise ValueError("this mapping has label_size 0 and takes no label")
         x = pixel_norm(z)
         for i in range(self.num_layers):
             x = getattr(self, f"dense{i}")(x)
@@ -294,7 +314,9 @@ class StyleGANGenerator(nn.Module):
                  fmaps_max: int = 512):
         super().__init__()
         check_resolution(resolution)
-        unsupported = {"label_size": (label_size, 0), "repeat_w": (repeat_w, True), "final_tanh": (final_tanh, False),
+        if label_size < 0:
+            raise ValueError(f"label_size must be >= 0, got {label_size}")
+        unsupported = {"repeat_w": (repeat_w, True), "final_tanh": (final_tanh, False),
                        "const_input": (const_input, True), "use_wscale": (use_wscale, True),
                        "noise_type": (noise_type, "spatial")}
         for name, (value, supported) in unsupported.items():
@@ -306,8 +328,10 @@ class StyleGANGenerator(nn.Module):
         self.z_space_dim = z_space_dim
         self.w_space_dim = w_space_dim
         self.image_channels = image_channels
+        self.label_size = label_size
         self.num_layers = int(math.log2(resolution // _INIT_RES * 2)) * 2
-        self.mapping = MappingModule(z_space_dim, w_space_dim, mapping_layers, mapping_fmaps, mapping_lr_mul)
+        self.mapping = MappingModule(z_space_dim, w_space_dim, mapping_layers, mapping_fmaps, mapping_lr_mul,
+                                     label_size)
         self.truncation = TruncationModule(w_space_dim, self.num_layers)
         self.synthesis = SynthesisModule(resolution, w_space_dim, image_channels, fused_scale, fmaps_base, fmaps_max)
 
@@ -315,7 +339,7 @@ class StyleGANGenerator(nn.Module):
                 w_moving_decay: float = 0.995, style_mixing_prob: float = 0.0,
                 trunc_psi: float | None = None, trunc_layers: int | None = None,
                 randomize_noise: bool = False, **_ignored) -> dict[str, torch.Tensor]:
-        w = self.mapping(z)
+        w = self.mapping(z, label)
         if self.training and w_moving_decay < 1.0:
             with torch.no_grad():
                 batch_avg = w.detach().mean(dim=0)
@@ -323,19 +347,20 @@ class StyleGANGenerator(nn.Module):
                 w_avg.copy_(w_avg * w_moving_decay + batch_avg * (1 - w_moving_decay))
         wp = self.truncation(w)
         if self.training and style_mixing_prob > 0:
-            wp = self.mix_styles(wp, z, lod, style_mixing_prob)
+            wp = self.mix_styles(wp, z, lod, style_mixing_prob, label)
         wp = self.truncation(wp, trunc_psi, trunc_layers)
         image, styles = self.synthesis(wp, lod=lod, randomize_noise=randomize_noise, return_styles=True)
         return {"z": pixel_norm(z), "label": label, "w": w, "wp": wp, **styles, "image": image}
 
-    def mix_styles(self, wp: torch.Tensor, z: torch.Tensor, lod: float | None, prob: float) -> torch.Tensor:
+    def mix_styles(self, wp: torch.Tensor, z: torch.Tensor, lod: float | None, prob: float,
+                   label: torch.Tensor | None = None) -> torch.Tensor:
         """With probability `prob`, layers from a random cut-off on take the styles of a second latent."""
         if torch.rand(()) >= prob:
             return wp
         lod = float(self.synthesis.lod) if lod is None else float(lod)
         current_layers = self.num_layers - 2 * int(lod)
         cut = int(torch.randint(1, current_layers, ()))
-        wp_mix = self.truncation(self.mapping(torch.randn_like(z)))
+        wp_mix = self.truncation(self.mapping(torch.randn_like(z), label))
         wp = wp.clone()
         wp[:, cut:] = wp_mix[:, cut:]
         return wp
