@@ -93,5 +93,10 @@ def build_app(editor: FaceEditor, face_w: np.ndarray, label_store: LabelStore | 
                     return ("", pos, given, *show(pos))
 
                 key_box.input(on_key, [key_box, position, answers], [key_box, position, answers, picture, progress])
-                app.load(show, position, [picture, progress])
+                def resume():
+                    # Every page load starts at the first unlabelled image, so a reload or restart resumes.
+                    pos = label_store.first_unlabelled()
+                    return (pos, {}, *show(pos))
+
+                app.load(resume, None, [position, answers, picture, progress])
     return app

@@ -140,9 +140,10 @@ def test_slider_move_changes_face_to_the_generated_image(running_app):
 def test_label_keys_write_rows_and_reload_resumes(running_app):
     url, driver, _, _, store = running_app
     driver.get(url)
-    wait_for(lambda: driver.find_elements("xpath", "//button[contains(., 'Label')]"))
-    driver.find_element("xpath", "//button[contains(., 'Label')]").click()
-    box = wait_for(lambda: driver.find_elements("css selector", "#label_key textarea, #label_key input"))[0]
+    wait_for(lambda: driver.find_elements("xpath", "//button[@role='tab' and contains(., 'Label')]"))
+    driver.find_element("xpath", "//button[@role='tab' and contains(., 'Label')]").click()
+    box = wait_for(lambda: [e for e in driver.find_elements("css selector", "#label_key textarea, #label_key input")
+                            if e.is_displayed()])[0]
     box.send_keys("fgmb")
     wait_for(lambda: store.csv_path.is_file() and len(pd.read_csv(store.csv_path)) == 2)
     frame = pd.read_csv(store.csv_path).set_index("img_name")
@@ -150,7 +151,7 @@ def test_label_keys_write_rows_and_reload_resumes(running_app):
     assert frame.loc[1, ["gender", "quality"]].tolist() == [0, 0]
     assert store.first_unlabelled() == 2
     driver.refresh()
-    wait_for(lambda: driver.find_elements("xpath", "//button[contains(., 'Label')]"))
-    driver.find_element("xpath", "//button[contains(., 'Label')]").click()
+    wait_for(lambda: driver.find_elements("xpath", "//button[@role='tab' and contains(., 'Label')]"))
+    driver.find_element("xpath", "//button[@role='tab' and contains(., 'Label')]").click()
     wait_for(lambda: "image 2" in driver.execute_script(
         "const e=document.querySelector('#label_progress textarea, #label_progress input'); return e ? e.value : ''"))
