@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q
 
-.PHONY: install test demo bench clean-outputs
+.PHONY: install browser test demo bench clean-outputs
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 install: $(STAMP)
 
-test: install
+# Headless Chromium for the face-app browser tests (tests/test_app.py); they skip where apt cannot install it.
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+	  ( (apt-get install -y -q chromium chromium-driver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)) \
+	    || echo "note: could not install chromium + chromium-driver with apt-get; browser tests will skip" )
+
+test: install browser
 	$(PY) -m pytest -q tests
 
 demo: install
