@@ -8,36 +8,20 @@ A model-zoo file is a flat dict of state dicts: `generator`, `discriminator` and
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from common.errors import PipelineError
-from common.fileio import atomic_path
+from common.checkpoints import load_state_strict, read_weights, save_weights
 
 ENTRIES = ("generator", "discriminator", "generator_smooth")
 
 
 def read_checkpoint(path: str | Path, missing_hint: str = "") -> dict[str, dict[str, torch.Tensor]]:
     """The flat {entry: state_dict} dict of a GenForce-layout file, loaded weights-only on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: checkpoint not found" + (f"; {missing_hint}" if missing_hint else ""))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if found:
-            raise PipelineError(f"{path}: refused to load, the file holds code or objects besides tensors "
-                                f"({found.group(1)}); use a checkpoint from a trusted source") from None
-        raise PipelineError(f"{path}: not a readable torch checkpoint (corrupt or not a weights file); "
-                            f"download or export it again") from None
-    except Exception as exc:  # corrupt zip, truncated file, not a torch file
-        raise PipelineError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
-                            f"download or export it again") from None
+    state = read_weights(path, missing_hint)
     if isinstance(state, dict) and isinstance(state.get("models"), dict):
         state = state["models"]
     if not isinstance(state, dict) or not any(isinstance(state.get(e), dict) for e in ENTRIES):
@@ -45,24 +29,6 @@ def read_checkpoint(path: str | Path, missing_hint: str = "") -> dict[str, dict[
         raise PipelineError(f"{path}: not a GenForce StyleGAN checkpoint (expected entries {', '.join(ENTRIES)}; "
                             f"found {keys})")
     return state
-
-
-def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load with a one-line error that names the differing keys or shapes."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                   if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", wrong_shape)):
-            if items:
-                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-                parts.append(f"{label}: {', '.join(items[:3])}{more}")
-        raise PipelineError(f"{source}: layout does not match the model; " + "; ".join(parts)
-                            + "; check the profile's architecture settings")
-    module.load_state_dict(state_dict, strict=True)
 
 
 def select_entry(state: dict, entry: str, path: str | Path) -> dict[str, torch.Tensor]:
@@ -109,5 +75,4 @@ def save_checkpoint(path: str | Path, generator: nn.Module | None = None, discri
         if dtype is not None:
             sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
         state[name] = sd
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_weights(path, state)

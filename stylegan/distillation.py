@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common.checkpoints import read_weights, save_weights
 from common.fileio import atomic_path, atomic_write_text
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import save_checkpoint
@@ -264,8 +265,7 @@ class Distiller:
         self.images_seen = step * self.config.batch_size
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        save_weights(path, self.state_dict())
 
     def export(self, path: str | Path) -> None:
         """The shipped GenForce-layout file (float16 to stay small; loads into float32 modules)."""
@@ -282,7 +282,7 @@ def train(config: DistillationConfig, device: str = "cpu", max_steps: int | None
     distiller = Distiller(config, device)
     state_path = run_dir / "training_state.pt"
     if state_path.is_file():
-        distiller.load_state_dict(torch.load(state_path, map_location=device, weights_only=True))
+        distiller.load_state_dict(read_weights(state_path))
     elif config.init_from:
         distiller.load_weights(config.init_from, config.initial_step)
     log_path = run_dir / "train_log.csv"

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from common.checkpoints import load_state_strict, read_weights
 from common.errors import PipelineError
 
 NOISE_DIM = 100
@@ -51,9 +52,11 @@ def teacher_weights_path() -> Path:
 def load_teacher(device: str | torch.device = "cpu") -> DCGANGenerator:
     """The pretrained teacher in eval mode (BatchNorm uses its running statistics)."""
     path = teacher_weights_path()
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_weights(path, "reinstall gan-face-generate with `make install`")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("netG_state_dict"), dict):
+        raise PipelineError(f"{path}: has no 'netG_state_dict' entry; reinstall gan-face-generate with `make install`")
     model = DCGANGenerator()
-    model.load_state_dict(checkpoint["netG_state_dict"])
+    load_state_strict(model, checkpoint["netG_state_dict"], f"{path} [netG_state_dict]")
     return model.to(device).eval().requires_grad_(False)
 
 

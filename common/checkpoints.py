@@ -1,0 +1,63 @@
+"""The one place checkpoint files are read and written.
+
+API (small on purpose; every loader in the project goes through it):
+
+* `read_weights(path, missing_hint="")` -> the object `torch.load(path, weights_only=True)` returns, on the CPU.
+  A missing file, a corrupt file or a pickle that carries code (any global besides tensors) raises a one-line
+  `PipelineError` naming the file and what to do; nothing in the file runs.
+* `load_state_strict(module, state_dict, source)` -> strict `load_state_dict`; on a mismatch one `PipelineError`
+  line names the missing, unexpected and wrong-shape keys (first three of each) and `source`.
+* `save_weights(path, obj)` -> `torch.save` through a temp file then rename, so a killed writer leaves no half file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from common.errors import PipelineError
+from common.fileio import atomic_path
+
+
+def read_weights(path: str | Path, missing_hint: str = ""):
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: checkpoint not found" + (f"; {missing_hint}" if missing_hint else ""))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise PipelineError(f"{path}: refused to load, the file holds code or objects besides tensors "
+                                f"({found.group(1)}); use a checkpoint from a trusted source") from None
+        raise PipelineError(f"{path}: not a readable torch checkpoint (corrupt or not a weights file); "
+                            f"download or export it again") from None
+    except Exception as exc:  # corrupt zip, truncated file, not a torch file
+        raise PipelineError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
+                            f"download or export it again") from None
+
+
+def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                   if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for kind, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", wrong_shape)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{kind}: {', '.join(items[:3])}{more}")
+        raise PipelineError(f"{source}: layout does not match the model; " + "; ".join(parts)
+                            + "; check the profile's architecture settings")
+    module.load_state_dict(state_dict, strict=True)
+
+
+def save_weights(path: str | Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
