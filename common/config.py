@@ -5,6 +5,11 @@ options with their types). `add_config_arguments` turns every field into a
 `--field-name` flag, `resolve_config` reads `configs/<profile>.toml`, applies the
 flags that were given, validates types once, and `dump_config` writes the result
 beside the stage's outputs so a result can always be traced back to how it was made.
+
+A profile may also hold named runs of the pipeline: `--stage NAME` merges the table
+`[NAME.section]` over `[section]` (e.g. `[v8_dataset.cnn]` over `[cnn]`), so a second
+pass of stages 1-4 on another generator is one config section, not a copy of the scripts.
+The stage name is recorded in the dumped config.
 """
 
 from __future__ import annotations
@@ -127,6 +132,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE,
                         help=f"model profile, a file under configs/ (default: {DEFAULT_PROFILE}; "
                              f"available: {', '.join(available_profiles())})")
+    parser.add_argument("--stage", default=None, metavar="NAME",
+                        help="a named run in the profile: [NAME.<section>] values override [<section>] "
+                             "(e.g. --stage v8_dataset)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and the planned work, then exit")
     group = parser.add_argument_group("config overrides (default: the profile's value)")
@@ -145,32 +153,69 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                help=field.metadata.get("help"))
 
 
-def resolve_config(cls: type[T], section: str, args: argparse.Namespace | None = None,
-                   profile: str | None = None, **overrides: Any) -> T:
-    """Profile file values, then command-line flags, then keyword overrides (used by tests)."""
-    profile = profile or (getattr(args, "profile", None) if args is not None else None) or DEFAULT_PROFILE
-    data = read_profile(profile)
+def section_values(data: dict[str, Any], section: str, stage: str | None, source: str) -> dict[str, Any]:
+    """[section] with [stage.section] merged over it (key by key)."""
     values = dict(data.get(section, {}))
+    if stage is None:
+        return values
+    named = data.get(stage)
+    if not isinstance(named, dict):
+        stages = sorted(k for k, v in data.items()
+                        if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()))
+        raise PipelineError(f"{source}: no stage '{stage}' (no [{stage}.*] tables); "
+                            f"choose one of: {', '.join(stages) or '(none defined)'}")
+    override = named.get(section, {})
+    if not isinstance(override, dict):
+        raise PipelineError(f"{source}: [{stage}] {section} must be a table [{stage}.{section}]")
+    values.update(override)
+    return values
+
+
+def resolve_config(cls: type[T], section: str, args: argparse.Namespace | None = None,
+                   profile: str | None = None, stage: str | None = None, **overrides: Any) -> T:
+    """Profile file values ([stage.section] over [section]), then command-line flags, then keyword
+    overrides (used by tests)."""
+    profile = profile or (getattr(args, "profile", None) if args is not None else None) or DEFAULT_PROFILE
+    stage = stage or (getattr(args, "stage", None) if args is not None else None)
+    data = read_profile(profile)
+    values = section_values(data, section, stage, f"configs/{profile}.toml")
     types_by_field = _field_types(cls)
+    if "stage" in types_by_field:
+        values["stage"] = stage
     if "profile" in types_by_field:
         values["profile"] = profile
     if args is not None:
         for name, allowed in types_by_field.items():
             raw = getattr(args, name, None)
-            if raw is None or name == "profile":
+            if raw is None or name in ("profile", "stage"):
                 continue
             value = _parse_flag_value(raw, allowed) if isinstance(raw, str) else raw
             values[name] = _check_value(section, name, value, allowed, f"--{name.replace('_', '-')}")
     values.update(overrides)
     config = build_section(cls, section, values, f"configs/{profile}.toml")
+    if "stage" not in types_by_field:
+        # Remembered outside the fields so every section's dump names the run it belongs to.
+        object.__setattr__(config, STAGE_ATTRIBUTE, stage)
     validate = getattr(config, "validate", None)
     if callable(validate):
         validate()
     return config
 
 
+STAGE_ATTRIBUTE = "_config_stage"
+
+
+def config_stage(config: Any) -> str | None:
+    """The --stage a config was resolved for (None: the profile's plain sections)."""
+    return getattr(config, "stage", None) if hasattr(config, "stage") else getattr(config, STAGE_ATTRIBUTE, None)
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    out = dataclasses.asdict(config)
+    stage = getattr(config, STAGE_ATTRIBUTE, None)
+    if stage is not None and "stage" not in out:
+        out["stage"] = stage
+    return out
 
 
 def dump_config(config: Any, path: str | Path) -> Path:
