@@ -16,7 +16,6 @@ def main() -> None:
     args = parser.parse_args()
     from face_app.launch import launch_from_repo
 
-    print(f"face app on http://{args.host}:{args.port}")
     launch_from_repo(args.profile, args.host, args.port, args.seed)
 
 

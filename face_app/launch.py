@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from common.config import REPO_ROOT, resolve_config
-from common.errors import PipelineError
 from face_app.app import build_app
 from face_app.editing import FaceEditor, pick_generator_path
 from face_app.labeling import STAGE2_SCHEMA, LabelStore
+from vectorfind.directions import GROUP_NAMES, load_directions
 from stylegan.checkpoint import load_generator
 from stylegan.generate import GeneratorConfig, sample_latents
 
@@ -17,10 +16,6 @@ def launch_from_repo(profile: str, host: str, port: int, seed: int) -> None:
     config = resolve_config(GeneratorConfig, "generator", profile=profile)
     generator = load_generator(pick_generator_path(REPO_ROOT), config.checkpoint_entry,
                                **config.generator_kwargs())
-    try:
-        from vectorfind.directions import GROUP_NAMES, load_directions
-    except ImportError:
-        raise PipelineError("vectorfind/directions.py is missing; run the VectorFind stage first") from None
     directions = load_directions(REPO_ROOT / "vectorfind/v8/property_score_vectors", GROUP_NAMES[0])
     editor = FaceEditor(generator, directions)
     z = sample_latents(seed, [0], generator.z_space_dim, generator.num_layers, 0.0).z[0]
@@ -28,4 +23,5 @@ def launch_from_repo(profile: str, host: str, port: int, seed: int) -> None:
     names = sorted(int(p.stem) for p in images_dir.glob("*.png"))
     store = LabelStore(REPO_ROOT / "cnn/synthesize_results_quality_and_gender.csv", names, STAGE2_SCHEMA)
     app = build_app(editor, editor.w_from_z(z), store, images_dir)
+    print(f"face app on http://{host}:{port}")
     app.launch(server_name=host, server_port=port, share=False)
