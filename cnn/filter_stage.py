@@ -33,6 +33,7 @@ from cnn.annotate import LABEL_COLUMNS, SIGNAL_COLUMNS, AnnotatorThresholds, Fac
 from cnn.models import PROPERTIES, SUPPORTED_RESOLUTIONS, build_property_cnn
 from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, TrainSettings, attempt_seed, fold_splits,
                           predict_scores, train_attempt, train_fold_with_restarts)
+from common.checkpoints import load_state_strict, read_weights, save_weights
 from common.config import dump_config, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
@@ -229,22 +230,13 @@ def model_path(models_dir: Path, prop: str, fold_no: int) -> Path:
     return models_dir / f"{prop}_model_{fold_no}.pt"
 
 
-def _save_state(state: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def load_fold_model(config: CnnConfig, prop: str, fold_no: int) -> torch.nn.Module:
     path = model_path(config.path("models_dir"), prop, fold_no)
     model = build_property_cnn(prop, config.resolution, config.width_multiplier)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: model missing; re-run run_cnn.py to train it") from None
-    except (RuntimeError, KeyError, EOFError, OSError) as exc:
-        raise PipelineError(f"{path}: does not fit the configured {prop} CNN ({str(exc).splitlines()[0][:120]}); "
-                            "re-run with --retrain") from None
+    state = read_weights(path, missing_hint="re-run run_cnn.py to train it")
+    if not isinstance(state, dict):
+        raise PipelineError(f"{path}: not a state dict of the {prop} CNN; re-run run_cnn.py with --retrain")
+    load_state_strict(model, state, f"{path} ({prop} CNN; re-run run_cnn.py with --retrain)")
     return model.eval()
 
 
@@ -334,7 +326,7 @@ def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: n
             log(f"{prop} fold {fold_no}: restart cap hit - min val loss stayed above {settings.restart_loss} in "
                 f"{len(attempts)} attempt(s) (max_restarts = {settings.max_restarts}); keeping attempt "
                 f"{kept.attempt} (min val loss {kept.min_val_loss:.4f})")
-        _save_state(kept.best_state, model_path(models_dir, prop, fold_no))
+        save_weights(model_path(models_dir, prop, fold_no), kept.best_state)
         rows += [_attempt_log_row(fold_no, a, settings.restart_loss, a is kept) for a in attempts]
         atomic_write_csv(pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS), log_path)
         log(f"{prop} fold {fold_no}: min val loss {kept.min_val_loss:.4f} at epoch {kept.best_epoch} "

@@ -240,3 +240,31 @@ def test_export_kept_hardlinks_and_drops_stale_images(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "notes.txt"]
     assert (out / "000001.png").stat().st_ino == sources[1].stat().st_ino
     assert export_kept(sources[:2], out, "copy") == 0  # already there
+
+
+# ---------------------------------------------------------------------------------------------- fold model files
+
+
+def test_fold_model_round_trip_and_one_line_errors(tmp_path):
+    from cnn.filter_stage import load_fold_model, model_path
+    from cnn.models import build_property_cnn
+    from common.checkpoints import save_weights
+
+    config = _config(tmp_path)
+    path = model_path(config.path("models_dir"), "gender", 0)
+    with pytest.raises(PipelineError, match="re-run run_cnn.py to train it") as info:
+        load_fold_model(config, "gender", 0)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+    trained = build_property_cnn("gender", config.resolution, config.width_multiplier)
+    save_weights(path, trained.state_dict())
+    loaded = load_fold_model(config, "gender", 0)
+    assert not loaded.training
+    for key, value in trained.state_dict().items():
+        assert loaded.state_dict()[key].equal(value)
+
+    # a quality model saved under the gender name: the layouts differ, named in one line
+    save_weights(path, build_property_cnn("quality", config.resolution, config.width_multiplier).state_dict())
+    with pytest.raises(PipelineError, match="--retrain") as info:
+        load_fold_model(config, "gender", 0)
+    assert "layout does not match" in str(info.value) and "\n" not in str(info.value)
