@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from cnn.training import binary_metrics
 from common.errors import PipelineError
-from common.fileio import atomic_path
+from common.checkpoints import load_state_strict, read_weights, save_weights
 
 INPUT_SIZE = 64
 CHANNELS = (16, 32, 64, 96)
@@ -185,8 +185,7 @@ def save_ensemble(path: str | Path, models: list[GlassesCNN], threshold: float, 
     state = {f"fold_{k}": {name: (t.half() if t.is_floating_point() else t) for name, t in m.state_dict().items()}
              for k, m in enumerate(models)}
     state["meta"] = {"threshold": torch.tensor(threshold, dtype=torch.float64), "info": json.dumps(info)}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_weights(path, state)
 
 
 class GlassesDetector:
@@ -194,23 +193,23 @@ class GlassesDetector:
 
     def __init__(self, path: str | Path = MODEL_PATH):
         path = Path(path)
-        if not path.is_file():
-            raise PipelineError(f"{path}: glasses model not found; restore it from git or retrain with "
-                                f"`python -m cnn.glasses`")
+        retrain = "retrain with `python -m cnn.glasses`"
+        state = read_weights(path, missing_hint=f"restore it from git or {retrain}")
+        if not isinstance(state, dict) or not isinstance(state.get("meta"), dict):
+            raise PipelineError(f"{path}: not a glasses model of this version (no 'meta' entry); {retrain}")
+        self.models = []
+        for key in sorted(k for k in state if k.startswith("fold_")):
+            if not isinstance(state[key], dict):
+                raise PipelineError(f"{path}: entry {key} is not a state dict; {retrain}")
+            model = GlassesCNN()
+            load_state_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in state[key].items()},
+                              f"{path} ({key}; {retrain})")
+            self.models.append(model.eval())
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            folds = sorted(k for k in state if k.startswith("fold_"))
-            self.models = []
-            for key in folds:
-                model = GlassesCNN()
-                model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state[key].items()})
-                self.models.append(model.eval())
             self.threshold = float(state["meta"]["threshold"])
             self.info = json.loads(state["meta"]["info"])
-        except Exception as exc:
-            reason = (str(exc).splitlines() or [""])[0][:120]
-            raise PipelineError(f"{path}: not a glasses model of this version ({type(exc).__name__}: {reason}); "
-                                f"retrain with `python -m cnn.glasses`") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(f"{path}: its 'meta' entry is incomplete ({type(exc).__name__}); {retrain}") from None
         if not self.models:
             raise PipelineError(f"{path}: holds no fold models; retrain with `python -m cnn.glasses`")
 

@@ -1,12 +1,14 @@
 """The annotator's glasses detector: training on a known answer, the shipped ensemble on held-out hand labels."""
 
+import re
+
 import cv2
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from cnn.glasses import (TRAIN_END, GlassesDetector, GlassesTrainSettings, choose_threshold, labelled_faces,
+from cnn.glasses import (TRAIN_END, GlassesCNN, GlassesDetector, GlassesTrainSettings, choose_threshold, labelled_faces,
                          predict_probabilities, prepare_images, read_hand_labels, save_ensemble, train_one)
 from common.errors import PipelineError
 from common.images import to_uint8
@@ -80,3 +82,13 @@ def test_detector_file_errors_name_the_file(tmp_path):
     save_ensemble(empty, [], threshold=0.5, info={})
     with pytest.raises(PipelineError, match="no fold models"):
         GlassesDetector(empty)
+    # a fold whose layout differs from GlassesCNN: the differing keys are named in one line
+    wrong = tmp_path / "wrong.pt"
+    save_ensemble(wrong, [GlassesCNN()], threshold=0.5, info={})
+    state = torch.load(wrong, weights_only=True)
+    dropped = sorted(state["fold_0"])[0]
+    del state["fold_0"][dropped]
+    torch.save(state, wrong)
+    with pytest.raises(PipelineError, match=re.escape(dropped)) as info:
+        GlassesDetector(wrong)
+    assert str(wrong) in str(info.value) and "\n" not in str(info.value)
