@@ -180,22 +180,19 @@ def resolve_config(cls: type[T], section: str, args: argparse.Namespace | None =
     data = read_profile(profile)
     values = section_values(data, section, stage, f"configs/{profile}.toml")
     types_by_field = _field_types(cls)
-    if "stage" in types_by_field:
-        values["stage"] = stage
     if "profile" in types_by_field:
         values["profile"] = profile
     if args is not None:
         for name, allowed in types_by_field.items():
             raw = getattr(args, name, None)
-            if raw is None or name in ("profile", "stage"):
+            if raw is None or name == "profile":
                 continue
             value = _parse_flag_value(raw, allowed) if isinstance(raw, str) else raw
             values[name] = _check_value(section, name, value, allowed, f"--{name.replace('_', '-')}")
     values.update(overrides)
     config = build_section(cls, section, values, f"configs/{profile}.toml")
-    if "stage" not in types_by_field:
-        # Remembered outside the fields so every section's dump names the run it belongs to.
-        object.__setattr__(config, STAGE_ATTRIBUTE, stage)
+    # Remembered outside the fields so every section's dump names the run it belongs to.
+    object.__setattr__(config, STAGE_ATTRIBUTE, stage)
     validate = getattr(config, "validate", None)
     if callable(validate):
         validate()
@@ -205,15 +202,10 @@ def resolve_config(cls: type[T], section: str, args: argparse.Namespace | None =
 STAGE_ATTRIBUTE = "_config_stage"
 
 
-def config_stage(config: Any) -> str | None:
-    """The --stage a config was resolved for (None: the profile's plain sections)."""
-    return getattr(config, "stage", None) if hasattr(config, "stage") else getattr(config, STAGE_ATTRIBUTE, None)
-
-
 def config_to_dict(config: Any) -> dict[str, Any]:
     out = dataclasses.asdict(config)
     stage = getattr(config, STAGE_ATTRIBUTE, None)
-    if stage is not None and "stage" not in out:
+    if stage is not None:
         out["stage"] = stage
     return out
 
