@@ -10,6 +10,7 @@ import torch
 from common.errors import PipelineError
 from common.images import to_uint8
 from stylegan.generate import batch_invariant
+from vectorfind.directions import edit_w
 
 PROPERTIES = ("eyes", "mouth", "pose")
 GENERATOR_CANDIDATES = ("stylegan/models/stylegan_gen_fine_tuned_v8.pth",
@@ -40,8 +41,6 @@ class FaceEditor:
     @torch.inference_mode()
     def render(self, w: np.ndarray, weights: dict[str, float], layers: tuple[int, int] | None = None) -> np.ndarray:
         """uint8 [H, W, 3] image of w moved along each property direction by its weight."""
-        from vectorfind.directions import edit_w  # owned by the VectorFind stage
-
         wp = edit_w(torch.as_tensor(np.asarray(w, np.float32)), self.directions, weights,
                     self.generator.num_layers, layers)
         image = batch_invariant(self.generator.synthesis, wp.contiguous())

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 from common.config import REPO_ROOT, resolve_config
 from face_app.app import build_app
 from face_app.editing import FaceEditor, pick_generator_path
 from face_app.labeling import STAGE2_SCHEMA, LabelStore
-from vectorfind.directions import GROUP_NAMES, load_directions
 from stylegan.checkpoint import load_generator
 from stylegan.generate import GeneratorConfig, sample_latents
+from vectorfind.directions import GROUP_NAMES, load_directions
 
 
 def launch_from_repo(profile: str, host: str, port: int, seed: int) -> None:
