@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from common.checkpoints import read_weights, save_weights
-from common.fileio import atomic_path, atomic_write_text
+from common.fileio import atomic_write_text
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import save_checkpoint
+from stylegan.gan_trainer import (STATE_FILE, discriminator_step, ema_beta, frozen_requires_grad,
+                                  generator_adversarial_loss, restore_rng_state, rng_state, run_loop, update_ema)
 from stylegan.stylegan_discriminator import StyleGANDiscriminator
 from stylegan.stylegan_generator import StyleGANGenerator
 from stylegan.teacher_dcgan import NOISE_DIM, load_teacher
@@ -167,9 +167,8 @@ class Distiller:
         paired = multiscale_l1(fake, real)
         g_loss = cfg.paired_weight * paired
         if adversarial:
-            self.discriminator.requires_grad_(False)
-            g_adv = F.softplus(-self.discriminator(fake)).mean()
-            self.discriminator.requires_grad_(True)
+            with frozen_requires_grad(self.discriminator):
+                g_adv = generator_adversarial_loss(self.discriminator(fake))
             g_loss = g_loss + cfg.adversarial_weight * g_adv
             stats["g_adv"] = float(g_adv.detach())
         self.g_optimizer.zero_grad(set_to_none=True)
@@ -185,29 +184,17 @@ class Distiller:
 
     def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
         cfg = self.config
-        real_score = self.discriminator(real)
-        fake_score = self.discriminator(fake)
-        d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
-        stats = {"d_loss": float(d_loss.detach()), "real_score": float(real_score.detach().mean()),
-                 "fake_score": float(fake_score.detach().mean())}
-        if self.step_index % cfg.r1_interval == 0:
-            real_r1 = real.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.discriminator(real_r1).sum(), real_r1, create_graph=True)
-            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
-            d_loss = d_loss + cfg.r1_gamma / 2 * r1 * cfg.r1_interval
-            stats["r1"] = float(r1.detach())
-        self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_optimizer.step()
+        result = discriminator_step(self.discriminator, self.d_optimizer, real, fake, cfg.r1_gamma,
+                                    apply_r1=self.step_index % cfg.r1_interval == 0, r1_weight=cfg.r1_interval)
+        stats = {"d_loss": result.adversarial_loss, "real_score": float(result.real_scores.mean()),
+                 "fake_score": float(result.fake_scores.mean())}
+        if result.r1 is not None:
+            stats["r1"] = result.r1
         return stats
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        beta = 0.5 ** (self.config.batch_size / max(self.config.ema_half_life_images, 1e-8))
-        for p_ema, p in zip(self.generator_smooth.parameters(), self.generator.parameters()):
-            p_ema.lerp_(p, 1.0 - beta)
-        for b_ema, b in zip(self.generator_smooth.buffers(), self.generator.buffers()):
-            b_ema.copy_(b)
+        update_ema(self.generator_smooth, self.generator, ema_beta(self.config.batch_size,
+                                                                   self.config.ema_half_life_images))
 
     # --- evaluation, state -------------------------------------------------------------------
     @torch.inference_mode()
@@ -237,7 +224,7 @@ class Distiller:
             "generator_smooth": self.generator_smooth.state_dict(),
             "g_optimizer": self.g_optimizer.state_dict(), "d_optimizer": self.d_optimizer.state_dict(),
             "step": self.step_index, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
-            "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(),
+            **rng_state(self.rng),
             "config": json.dumps(dataclasses.asdict(self.config)),
         }
 
@@ -250,8 +237,7 @@ class Distiller:
         self.step_index = int(state["step"])
         self.images_seen = int(state["images_seen"])
         self.train_seconds = float(state["train_seconds"])
-        self.rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_rng_state(self.rng, state)
 
     def load_weights(self, path: str | Path, step: int) -> None:
         """Continue from an exported GenForce-layout file (optimiser moments start afresh)."""
@@ -267,6 +253,9 @@ class Distiller:
     def save(self, path: Path) -> None:
         save_weights(path, self.state_dict())
 
+    def log_prefix(self) -> dict:
+        return {"step": self.step_index, "images_seen": self.images_seen, "train_seconds": round(self.train_seconds, 1)}
+
     def export(self, path: str | Path) -> None:
         """The shipped GenForce-layout file (float16 to stay small; loads into float32 modules)."""
         save_checkpoint(path, self.generator, self.discriminator, self.generator_smooth, dtype=torch.float16)
@@ -280,47 +269,18 @@ def train(config: DistillationConfig, device: str = "cpu", max_steps: int | None
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     distiller = Distiller(config, device)
-    state_path = run_dir / "training_state.pt"
+    state_path = run_dir / STATE_FILE
     if state_path.is_file():
         distiller.load_state_dict(read_weights(state_path))
     elif config.init_from:
         distiller.load_weights(config.init_from, config.initial_step)
-    log_path = run_dir / "train_log.csv"
     end = config.total_steps if max_steps is None else min(config.total_steps, distiller.step_index + max_steps)
-    rows: list[dict] = []
-    bar = tqdm(total=end, initial=distiller.step_index, unit="step", disable=not progress, dynamic_ncols=True)
-    window: list[dict] = []
-    while distiller.step_index < end:
-        window.append(distiller.step())
-        bar.update(1)
-        step = distiller.step_index
-        if step % config.log_every == 0 or step == end:
-            row = {"step": step, "images_seen": distiller.images_seen,
-                   "train_seconds": round(distiller.train_seconds, 1),
-                   **{k: round(float(np.mean([w[k] for w in window if k in w])), 5)
-                      for k in sorted({k for w in window for k in w})}}
-            window = []
-            rows.append(row)
-            bar.set_postfix(l1=row.get("paired_l1"), d=row.get("d_loss"))
-        if step % config.sample_every == 0 or step == end:
-            if rows:
-                rows[-1]["ema_val_l1"] = round(distiller.ema_paired_l1(), 5)
-            distiller.sample_grid(run_dir / f"samples_{step:06d}.png")
-        if step % config.checkpoint_every == 0 or step == end:
-            _append_log(log_path, rows)
-            rows = []
-            distiller.save(state_path)
-    bar.close()
-    _append_log(log_path, rows)
+
+    def on_sample(step: int, pending_rows: list[dict]) -> None:
+        if pending_rows:
+            pending_rows[-1]["ema_val_l1"] = round(distiller.ema_paired_l1(), 5)
+        distiller.sample_grid(run_dir / f"samples_{step:06d}.png")
+
+    run_loop(distiller, end, run_dir, config.log_every, config.checkpoint_every, sample_every=config.sample_every,
+             on_sample=on_sample, progress=progress, postfix={"l1": "paired_l1", "d": "d_loss"})
     return distiller
-
-
-def _append_log(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    frame = pd.DataFrame(rows)
-    if path.is_file():
-        frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
