@@ -1,0 +1,157 @@
+"""One self-contained HTML report per pipeline run: `reports/<run-id>/index.html`.
+
+Every stage writes its own CSVs, grids and plots; the report only collects them. Each section lists the files it
+shows as glob patterns relative to the repository root; files that do not exist (a stage not run yet) are listed
+as missing instead of breaking the page. Images are copied into the run folder and referenced relatively, so the
+folder can be copied and opened anywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.fileio import atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS = "assets"
+MAX_TABLE_ROWS = 40
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    text: str = ""
+    images: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    configs: tuple[str, ...] = ()
+    # Columns to show for wide CSVs (all when empty); rows beyond MAX_TABLE_ROWS are cut and said so.
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("1. Generated faces (base generator)",
+            images=("stylegan/synthesize_results_grid.png",),
+            configs=("stylegan/synthesize_results/generation_config.json",)),
+    Section("2. Gender / quality filter",
+            images=("cnn/kept_vs_rejected.png", "cnn/*funnel*.png", "stylegan/synthesize_results_filtered_grid.png"),
+            tables=("cnn/log/fold_summary*.csv", "cnn/log/train_summary*.csv"),
+            configs=("cnn/log/cnn_config.json",)),
+    Section("3. Segmentation",
+            images=("segmentation/segmentation_results_grid.png",),
+            configs=("segmentation/segmentation_results/*config*.json",)),
+    Section("4. Property scores",
+            images=("segmentation/property_score_results/*.png",),
+            configs=("segmentation/property_score_results/*.config.json",)),
+    Section("5. Property-score CNNs",
+            images=("property_score_cnn/**/*.png",),
+            tables=("property_score_cnn/**/*summary*.csv", "property_score_cnn/**/*validation*.csv")),
+    Section("6. Fine-tuning v1 / v8",
+            images=("stylegan_modified/**/*.png", "stylegan/models/*fine_tuned*.png",
+                    "stylegan_modified/**/fine_tuning_v8/*.png"),
+            tables=("stylegan_modified/**/*summary*.csv", "stylegan_modified/**/*measure*.csv")),
+    Section("7. The v8 dataset",
+            images=("stylegan/generate_dataset/*.png", "stylegan/generated_face_images_grid.png",
+                    "stylegan/generated_face_images_filtered_grid.png", "segmentation/segmentation_results_v8_grid.png"),
+            tables=("stylegan/generate_dataset/log/fold_summary*.csv",),
+            configs=("stylegan/generate_dataset/log/cnn_config.json",)),
+    Section("8-9. VectorFind",
+            images=("vectorfind/v8/*.png", "vectorfind/v8/**/strip_*.png", "vectorfind/v8/**/summary*.png"),
+            tables=("vectorfind/v8/*accuracy*.csv", "vectorfind/v8/**/test_statistics.csv",
+                    "vectorfind/v8/**/leakage*.csv")),
+)
+
+
+def _matches(pattern: str, root: Path) -> list[Path]:
+    return sorted(p for p in root.glob(pattern) if p.is_file())
+
+
+def _asset_name(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)).replace("/", "__")
+
+
+def _copy_asset(path: Path, root: Path, run_dir: Path) -> str:
+    name = _asset_name(path, root)
+    target = run_dir / ASSETS / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target)
+    return f"{ASSETS}/{name}"
+
+
+def csv_table(path: Path, columns: tuple[str, ...] = (), max_rows: int = MAX_TABLE_ROWS) -> str:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return f"<p class='missing'>{html.escape(str(path))}: empty</p>"
+    header, body = rows[0], rows[1:]
+    keep = [i for i, name in enumerate(header) if not columns or name in columns]
+    cut = len(body) - max_rows
+    out = ["<table><tr>", *(f"<th>{html.escape(header[i])}</th>" for i in keep), "</tr>"]
+    for row in body[:max_rows]:
+        out.append("<tr>" + "".join(f"<td>{html.escape(row[i]) if i < len(row) else ''}</td>" for i in keep) + "</tr>")
+    out.append("</table>")
+    if cut > 0:
+        out.append(f"<p class='note'>{cut} more rows in the file</p>")
+    return "".join(out)
+
+
+def _section_html(section: Section, root: Path, run_dir: Path) -> str:
+    parts = [f"<h2>{html.escape(section.title)}</h2>"]
+    if section.text:
+        parts.append(f"<p>{html.escape(section.text)}</p>")
+    found_any = False
+    for pattern in section.images:
+        for path in _matches(pattern, root):
+            found_any = True
+            src = _copy_asset(path, root, run_dir)
+            label = html.escape(str(path.relative_to(root)))
+            parts.append(f"<figure><img src='{src}' alt='{label}'><figcaption>{label}</figcaption></figure>")
+    for pattern in section.tables:
+        for path in _matches(pattern, root):
+            found_any = True
+            columns = section.columns.get(path.name, ())
+            parts.append(f"<h3>{html.escape(str(path.relative_to(root)))}</h3>{csv_table(path, columns)}")
+    for pattern in section.configs:
+        for path in _matches(pattern, root):
+            found_any = True
+            try:
+                text = json.dumps(json.loads(path.read_text()), indent=2)
+            except (OSError, ValueError):
+                text = f"(not readable JSON: {path})"
+            parts.append(f"<details><summary>config: {html.escape(str(path.relative_to(root)))}</summary>"
+                         f"<pre>{html.escape(text)}</pre></details>")
+    if not found_any:
+        parts.append("<p class='missing'>no outputs of this stage yet</p>")
+    return "\n".join(parts)
+
+
+STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
+td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #f3f3f3; } figure { display: inline-block; margin: .5em; }
+img { max-width: 100%; } figcaption, .note { font-size: 12px; color: #666; } .missing { color: #a33; }
+pre { font-size: 12px; background: #f7f7f7; padding: .5em; }
+"""
+
+
+def build_report(run_dir: Path, profile: str, root: Path = REPO_ROOT,
+                 sections: tuple[Section, ...] = SECTIONS) -> Path:
+    """Write run_dir/index.html from the stage outputs under `root` and run_dir/stage_times.csv."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    times = run_dir / "stage_times.csv"
+    body = [f"<h1>Pipeline run {html.escape(run_dir.name)}</h1>",
+            f"<p>profile <b>{html.escape(profile)}</b>; every file below was written by the stage named in its "
+            f"section (paths relative to the repository root).</p>",
+            "<h2>Stage times and summaries</h2>",
+            csv_table(times) if times.is_file() else "<p class='missing'>no stage times (report built alone)</p>"]
+    body += [_section_html(section, root, run_dir) for section in sections]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Pipeline run {html.escape(run_dir.name)}"
+            f"</title><style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    index = run_dir / "index.html"
+    atomic_write_text(index, page)
+    return index
