@@ -35,6 +35,7 @@ from sklearn.model_selection import StratifiedKFold
 from tqdm import tqdm
 
 from cnn.training import binary_metrics
+from common.training_loop import LoopSettings, train_model
 from common.errors import PipelineError
 from common.checkpoints import load_state_strict, read_weights, save_weights
 
@@ -109,28 +110,22 @@ def _augment(batch: torch.Tensor, settings: GlassesTrainSettings, rng: torch.Gen
 
 
 def train_one(images: torch.Tensor, labels: np.ndarray, settings: GlassesTrainSettings, seed: int) -> GlassesCNN:
-    """One model on all of `images` (prepared) with binary `labels`; returns it in eval mode."""
-    torch.manual_seed(seed)
-    rng = torch.Generator().manual_seed(seed)
-    model = GlassesCNN()
+    """One model on all of `images` (prepared) with binary `labels` for a fixed number of epochs (the
+    folds are validated outside, by cross_validate); returns it in eval mode."""
     targets = torch.as_tensor(labels, dtype=torch.float32)
     positives = float(targets.sum())
     pos_weight = torch.tensor((len(targets) - positives) / max(positives, 1.0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps = settings.epochs * math.ceil(len(images) / settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
-    model.train()
-    for _ in range(settings.epochs):
-        for batch in torch.randperm(len(images), generator=rng).split(settings.batch_size):
-            if len(batch) < 2:  # batch norm needs two samples
-                continue
-            logits = model(_augment(images[batch], settings, rng))
-            loss = F.binary_cross_entropy_with_logits(logits, targets[batch], pos_weight=pos_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    return model.eval()
+    loop_settings = LoopSettings(learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
+                                 train_batch_size=settings.batch_size, max_epochs=settings.epochs, seed=seed,
+                                 scheduler_step="batch", min_batch_size=2)  # batch norm needs two samples
+    result = train_model(
+        GlassesCNN, images, targets, np.arange(len(images)), np.zeros(0, np.int64),
+        lambda logits, batch_targets: F.binary_cross_entropy_with_logits(logits, batch_targets, pos_weight=pos_weight),
+        loop_settings, augment=lambda batch, rng: _augment(batch, settings, rng),
+        make_scheduler=lambda optimizer: torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=settings.learning_rate, total_steps=steps))
+    return result.model
 
 
 @torch.inference_mode()

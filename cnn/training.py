@@ -1,6 +1,6 @@
 """K-fold training of one property CNN (gender or quality), with the original's restart rule.
 
-Per fold: AdamW, BCE with sum reduction for the gradient (losses are reported as means),
+Runs on the shared loop (common/training_loop.py). Per fold: AdamW, BCE with sum reduction for the gradient (losses are reported as means),
 cosine learning rate stepped once per epoch, early stopping on the validation loss, and the
 best epoch's weights kept. If a fold's minimum validation loss stays above the property's
 threshold the fold is retrained from a fresh initialisation, as the original does, but at most
@@ -10,9 +10,6 @@ Every random choice (fold split, initialisation, batch order) comes from the run
 
 from __future__ import annotations
 
-import copy
-import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from cnn.models import PROPERTIES, build_property_cnn
 from common.errors import PipelineError
+from common.training_loop import LoopSettings, predict, seeded_folds, train_model, train_with_restarts
 
 EPOCH_DETAIL_COLUMNS = ("epoch", "val_loss", "val_accuracy", "tp", "tn", "fp", "fn", "val_recall",
                         "val_precision", "val_f1_score", "val_auroc")
@@ -62,6 +59,11 @@ class AttemptResult:
     best_state: dict[str, torch.Tensor] = field(repr=False)
 
     @property
+    def best_criterion(self) -> float:
+        """What train_with_restarts ranks attempts by when none is accepted."""
+        return self.min_val_loss
+
+    @property
     def best_auroc(self) -> float:
         return float(self.epoch_rows[self.best_epoch]["val_auroc"])
 
@@ -75,23 +77,22 @@ class FoldResult:
     cap_hit: bool
 
 
-def fold_splits(prop: str, labels: np.ndarray, num_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, validation) index arrays: KFold for gender, StratifiedKFold for quality, both
-    shuffled with `seed` (the original used unseeded splits)."""
+def fold_splits(prop: str, labels: np.ndarray, num_folds: int, seed: int,
+                stratified: bool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) index arrays, shuffled with `seed` (the original used unseeded splits):
+    StratifiedKFold when `stratified` (default: quality only, as the original's stage 2), else KFold."""
     labels = np.asarray(labels)
+    if stratified is None:
+        stratified = prop == "quality"
     if len(labels) < num_folds:
         raise PipelineError(f"{prop}: {len(labels)} labelled images cannot be split into {num_folds} folds")
-    if prop == "quality":
+    if stratified:
         counts = np.bincount(labels.astype(int), minlength=2)
         if counts.min() < num_folds:
-            raise PipelineError(f"quality labels have only {counts.min()} image(s) of class "
+            raise PipelineError(f"{prop} labels have only {counts.min()} image(s) of class "
                                 f"{int(counts.argmin())}; StratifiedKFold needs at least {num_folds}: label more images")
-        splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
-        return [(tr, va) for tr, va in splitter.split(np.zeros(len(labels)), labels)]
-    if prop == "gender":
-        splitter = KFold(n_splits=num_folds, shuffle=True, random_state=seed)
-        return [(tr, va) for tr, va in splitter.split(labels)]
-    raise ValueError(f"unknown property '{prop}'; expected one of {PROPERTIES}")
+        return seeded_folds(len(labels), num_folds, seed, stratify=labels)
+    return seeded_folds(len(labels), num_folds, seed)
 
 
 def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -115,70 +116,57 @@ def to_float_images(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float().div_(255.0)
 
 
-@torch.inference_mode()
 def predict_scores(model: torch.nn.Module, images_uint8: torch.Tensor, batch_size: int) -> np.ndarray:
     """Sigmoid scores of `model` in eval mode (dropout off), batched."""
-    was_training = model.training
-    model.eval()
-    out = [model(to_float_images(images_uint8[i:i + batch_size])) for i in range(0, len(images_uint8), batch_size)]
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    if not len(images_uint8):
+        return np.zeros(0, np.float32)
+    return predict(model, images_uint8, batch_size, to_float_images).numpy()
 
 
 def attempt_seed(base_seed: int, prop: str, fold_no: int, attempt: int) -> int:
     return base_seed * 1_000_003 + PROPERTIES.index(prop) * 100_000 + fold_no * 1_000 + attempt
 
 
+def flip_half(inputs: torch.Tensor, order_rng: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch: gender, quality, age and glasses are left-right symmetric
+    and every crop is centred, so a flip is a free extra sample on small label sets."""
+    flipped = torch.rand(len(inputs), generator=order_rng) < 0.5
+    inputs[flipped] = inputs[flipped].flip(-1)
+    return inputs
+
+
+def bce_sum(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy(scores, targets, reduction="sum")
+
+
 def train_attempt(prop: str, settings: TrainSettings, images: torch.Tensor, labels: np.ndarray,
                   train_idx: np.ndarray, val_idx: np.ndarray, seed: int, attempt: int = 0,
-                  on_epoch: Callable[[dict], None] | None = None) -> AttemptResult:
-    """Train a freshly initialised model on `train_idx` until early stopping; keep the best epoch."""
-    torch.manual_seed(seed)
-    model = build_property_cnn(prop, settings.resolution, settings.width_multiplier)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.cosine_t_max, eta_min=0.0)
-    order_rng = torch.Generator().manual_seed(seed)
-    targets = torch.tensor(np.asarray(labels), dtype=torch.float32)
-    train_idx_t = torch.as_tensor(train_idx, dtype=torch.long)
-    val_images, val_labels = images[torch.as_tensor(val_idx, dtype=torch.long)], np.asarray(labels)[val_idx]
-    val_targets = torch.tensor(val_labels, dtype=torch.float32)
+                  on_epoch: Callable[[dict], None] | None = None,
+                  model_factory: Callable[[], torch.nn.Module] | None = None) -> AttemptResult:
+    """Train a freshly initialised model on `train_idx` until early stopping; keep the best epoch.
+    `model_factory` (default: the property's CNN at the settings' resolution and width) is called
+    right after seeding torch with `seed`."""
+    if model_factory is None:
+        def model_factory():
+            return build_property_cnn(prop, settings.resolution, settings.width_multiplier)
+    loop_settings = LoopSettings(learning_rate=settings.learning_rate, train_batch_size=settings.train_batch_size,
+                                 eval_batch_size=settings.eval_batch_size, max_epochs=settings.max_epochs,
+                                 patience=settings.patience, seed=seed, loss_reduction="sum")
+    result = train_model(
+        model_factory, images, torch.tensor(np.asarray(labels), dtype=torch.float32), train_idx, val_idx,
+        bce_sum, loop_settings, prepare=to_float_images, augment=flip_half if settings.augment_flip else None,
+        metrics_fn=lambda scores, targets: binary_metrics(scores, targets, settings.metric_threshold),
+        make_scheduler=lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=settings.cosine_t_max, eta_min=0.0),
+        on_epoch=None if on_epoch is None else lambda row: on_epoch(_detail_row(row)))
+    return AttemptResult(attempt=attempt, seed=seed, min_val_loss=result.best_criterion, best_epoch=result.best_epoch,
+                         total_epochs=result.total_epochs, elapsed_time=result.elapsed_time,
+                         val_loss_list=[row["val_loss"] for row in result.rows],
+                         epoch_rows=[_detail_row(row) for row in result.rows], best_state=result.best_state)
 
-    best_loss, best_epoch, best_state = math.inf, -1, None
-    losses: list[float] = []
-    rows: list[dict] = []
-    start = time.perf_counter()
-    for epoch in range(settings.max_epochs):
-        model.train()
-        for batch in train_idx_t[torch.randperm(len(train_idx_t), generator=order_rng)].split(settings.train_batch_size):
-            inputs = to_float_images(images[batch])
-            if settings.augment_flip:
-                # Mirror half the batch: both properties are left-right symmetric and the
-                # quality strip is centred, so a flip is a free extra sample on small label sets.
-                flipped = torch.rand(len(batch), generator=order_rng) < 0.5
-                inputs[flipped] = inputs[flipped].flip(-1)
-            scores = model(inputs)
-            loss = F.binary_cross_entropy(scores, targets[batch], reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
 
-        val_scores = predict_scores(model, val_images, settings.eval_batch_size)
-        val_loss = float(F.binary_cross_entropy(torch.from_numpy(val_scores), val_targets).item())
-        losses.append(val_loss)
-        row = dict(epoch=epoch, val_loss=val_loss, **binary_metrics(val_scores, val_labels, settings.metric_threshold))
-        rows.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= settings.patience:
-            break
-    assert best_state is not None, "max_epochs must be >= 1"
-    return AttemptResult(attempt=attempt, seed=seed, min_val_loss=best_loss, best_epoch=best_epoch,
-                         total_epochs=len(losses), elapsed_time=time.perf_counter() - start,
-                         val_loss_list=losses, epoch_rows=rows, best_state=best_state)
+def _detail_row(row: dict) -> dict:
+    return {key: row[key] for key in EPOCH_DETAIL_COLUMNS}
 
 
 def train_fold_with_restarts(run_attempt: Callable[[int], AttemptResult], restart_loss: float,
@@ -186,11 +174,6 @@ def train_fold_with_restarts(run_attempt: Callable[[int], AttemptResult], restar
     """The restart rule: retrain while the fold's minimum validation loss is above `restart_loss`,
     at most `max_restarts` extra times. Returns (attempts, kept, success, cap_hit); when the cap is
     hit the attempt with the lowest validation loss is kept."""
-    attempts: list[AttemptResult] = []
-    for attempt in range(max_restarts + 1):
-        result = run_attempt(attempt)
-        attempts.append(result)
-        if result.min_val_loss <= restart_loss:
-            return attempts, result, True, False
-    kept = min(attempts, key=lambda a: a.min_val_loss)
-    return attempts, kept, False, True
+    kept, attempts, success = train_with_restarts(run_attempt, lambda a: a.min_val_loss <= restart_loss,
+                                                  max_restarts)
+    return attempts, kept, success, not success

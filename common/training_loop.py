@@ -4,6 +4,7 @@ API (for stage 2, the glasses CNN and the property CNNs):
 
     split = seeded_split(n, val_fraction=0.1, seed=0)          # (train_idx, val_idx), seeded
     folds = seeded_folds(n, num_folds=5, seed=0)                # [(train_idx, val_idx)], seeded KFold
+    folds = seeded_folds(n, 5, seed=0, stratify=labels)         # the same, stratified on integer labels
     result = train_model(
         model_factory=lambda: MyCNN(...),   # fresh model; torch.manual_seed(seed) is set before the call
         inputs=images_uint8,                # tensor [N, ...]; batches are `prepare(inputs[idx])`
@@ -28,7 +29,13 @@ API (for stage 2, the glasses CNN and the property CNNs):
 
 Validation always runs in eval mode under inference_mode (dropout off), batched; the best epoch is
 the one with the lowest criterion and early stopping triggers after `patience` epochs without
-improvement. AdamW is the optimiser (every CNN of the original uses it).
+improvement. AdamW is the optimiser (every CNN of the original uses it). An empty `val_idx` trains
+for exactly `max_epochs` and keeps the last epoch (models whose folds are validated outside the loop).
+
+Settings for recipes that differ from the plain one (stage 2 and the glasses CNN use them):
+`loss_reduction = "sum"` when loss_fn sums over the batch (stage 2's BCE, as the original; reported
+losses are still per sample), `scheduler_step = "batch"` for per-step schedules (one-cycle), and
+`min_batch_size` to skip a last batch too small for batch norm.
 """
 
 from __future__ import annotations
@@ -54,6 +61,15 @@ class LoopSettings:
     patience: int = 20
     seed: int = 0
     weight_decay: float = 0.01
+    loss_reduction: str = "mean"  # how loss_fn reduces over a batch: "mean" or "sum"
+    scheduler_step: str = "epoch"  # step the scheduler once per "epoch" or per "batch"
+    min_batch_size: int = 1  # smaller training batches (the last one) are skipped
+
+    def __post_init__(self):
+        if self.loss_reduction not in ("mean", "sum"):
+            raise PipelineError(f"loss_reduction must be mean or sum, got '{self.loss_reduction}'")
+        if self.scheduler_step not in ("epoch", "batch"):
+            raise PipelineError(f"scheduler_step must be epoch or batch, got '{self.scheduler_step}'")
 
 
 @dataclass
@@ -80,13 +96,24 @@ def seeded_split(num_items: int, val_fraction: float, seed: int) -> tuple[np.nda
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
-def seeded_folds(num_items: int, num_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled K-fold (train, validation) index pairs from `seed`."""
+def seeded_folds(num_items: int, num_folds: int, seed: int,
+                 stratify: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled K-fold (train, validation) index pairs from `seed`: scikit-learn's KFold, or
+    StratifiedKFold on the integer labels `stratify` (each fold keeps the class ratio), both
+    with shuffle and random_state = seed (the original's splits were unseeded)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     if num_items < num_folds:
         raise PipelineError(f"{num_items} samples cannot be split into {num_folds} folds")
-    order = np.random.default_rng(seed).permutation(num_items)
-    chunks = np.array_split(order, num_folds)
-    return [(np.sort(np.concatenate(chunks[:k] + chunks[k + 1:])), np.sort(chunks[k])) for k in range(num_folds)]
+    if stratify is None:
+        return list(KFold(n_splits=num_folds, shuffle=True, random_state=seed).split(np.zeros(num_items)))
+    labels = np.asarray(stratify).astype(int)
+    counts = np.bincount(labels - labels.min())
+    if counts.min() < num_folds:
+        raise PipelineError(f"only {counts.min()} sample(s) of class {int(counts.argmin() + labels.min())}; "
+                            f"StratifiedKFold needs at least {num_folds} per class")
+    splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(num_items), labels))
 
 
 @torch.inference_mode()
@@ -121,6 +148,8 @@ def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tens
     train_idx_t = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
     val_idx_t = torch.as_tensor(np.asarray(val_idx), dtype=torch.long)
     val_inputs, val_targets = inputs[val_idx_t], targets[val_idx_t]
+    validate = len(val_idx_t) > 0
+    per_batch_schedule = scheduler is not None and settings.scheduler_step == "batch"
 
     best_criterion, best_epoch, best_state = math.inf, -1, None
     rows: list[dict] = []
@@ -129,6 +158,8 @@ def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tens
         model.train()
         loss_sum, seen = 0.0, 0
         for batch in train_idx_t[torch.randperm(len(train_idx_t), generator=order_rng)].split(settings.train_batch_size):
+            if len(batch) < settings.min_batch_size:
+                continue
             batch_inputs = prepare(inputs[batch])
             if augment is not None:
                 batch_inputs = augment(batch_inputs, order_rng)
@@ -136,13 +167,23 @@ def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tens
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.item()) * len(batch)
+            if per_batch_schedule:
+                scheduler.step()
+            loss_sum += float(loss.item()) * (1 if settings.loss_reduction == "sum" else len(batch))
             seen += len(batch)
-        if scheduler is not None:
+        if scheduler is not None and not per_batch_schedule:
             scheduler.step()
+        if not validate:
+            rows.append(dict(epoch=epoch, train_loss=loss_sum / max(seen, 1)))
+            if on_epoch is not None:
+                on_epoch(rows[-1])
+            continue
 
         val_pred = predict(model, val_inputs, settings.eval_batch_size, prepare)
-        val_loss = float(loss_fn(val_pred, val_targets).item())
+        val_loss_tensor = loss_fn(val_pred, val_targets)
+        if settings.loss_reduction == "sum":
+            val_loss_tensor = val_loss_tensor / len(val_pred)  # the same float32 division a mean does
+        val_loss = float(val_loss_tensor.item())
         metrics = metrics_fn(val_pred.numpy(), val_targets.numpy()) if metrics_fn is not None else {}
         criterion = float(criterion_fn(val_pred, val_targets, metrics)) if criterion_fn is not None else val_loss
         row = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_loss=val_loss, criterion=criterion, **metrics)
@@ -154,7 +195,7 @@ def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tens
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= settings.patience:
             break
-    if best_state is None:  # every criterion was NaN
+    if best_state is None:  # no validation, or every criterion was NaN: the last epoch
         best_state, best_epoch = copy.deepcopy(model.state_dict()), len(rows) - 1
     model.load_state_dict(best_state)
     model.eval()

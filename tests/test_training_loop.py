@@ -91,3 +91,46 @@ def test_restart_rule_retries_until_accepted_then_keeps_best():
     criteria = iter([0.9, 0.5, 0.7])
     kept, attempts, ok = train_with_restarts(lambda attempt: Fake(next(criteria)), lambda r: False, 2)
     assert not ok and kept.best_criterion == 0.5 and len(attempts) == 3
+
+
+def test_seeded_folds_can_stratify():
+    labels = np.array([0] * 40 + [1] * 10)
+    folds = seeded_folds(50, 5, seed=2, stratify=labels)
+    assert [int(labels[va].sum()) for _, va in folds] == [2] * 5  # the minority spread evenly
+    again = seeded_folds(50, 5, seed=2, stratify=labels)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    with pytest.raises(PipelineError, match="StratifiedKFold"):
+        seeded_folds(23, 5, seed=0, stratify=np.array([0] * 20 + [1] * 3))
+
+
+def test_sum_reduction_reports_per_sample_losses():
+    images, targets = _brightness_data(n=64)
+    train_idx, val_idx = seeded_split(len(images), 0.25, seed=0)
+    # lr 0: the same untrained model; its reported losses must not depend on how loss_fn reduces
+    rows = [train_model(TinyRegressor, images, targets, train_idx, val_idx, loss, LoopSettings(
+        learning_rate=0.0, max_epochs=1, seed=1, loss_reduction=reduction), prepare=lambda x: x.float() / 255).rows[0]
+        for loss, reduction in ((F.mse_loss, "mean"), (lambda p, t: F.mse_loss(p, t, reduction="sum"), "sum"))]
+    assert rows[0]["val_loss"] == pytest.approx(rows[1]["val_loss"], rel=1e-6)
+    assert rows[0]["train_loss"] == pytest.approx(rows[1]["train_loss"], rel=1e-5)
+    with pytest.raises(PipelineError, match="loss_reduction"):
+        LoopSettings(loss_reduction="max")
+
+
+def test_per_batch_schedule_small_batches_and_no_validation():
+    images, targets = _brightness_data(n=21)
+    lrs = []
+
+    class Recorder(torch.optim.lr_scheduler.LambdaLR):
+        def step(self, *args, **kwargs):
+            super().step(*args, **kwargs)
+            lrs.append(self.get_last_lr()[0])
+
+    settings = LoopSettings(max_epochs=3, train_batch_size=10, scheduler_step="batch", min_batch_size=2, seed=0)
+    result = train_model(TinyRegressor, images, targets, np.arange(21), np.zeros(0, np.int64), F.mse_loss, settings,
+                         prepare=lambda x: x.float() / 255,
+                         make_scheduler=lambda opt: Recorder(opt, lambda step: 1.0 / (1 + step)))
+    assert len(lrs) == 1 + 3 * 2  # construction, then two full batches per epoch; the batch of one is skipped
+    assert result.total_epochs == 3 and result.best_epoch == 2  # no validation: every epoch, the last kept
+    assert "val_loss" not in result.rows[0]
+    with pytest.raises(PipelineError, match="scheduler_step"):
+        LoopSettings(scheduler_step="sometimes")
