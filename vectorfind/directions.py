@@ -34,7 +34,7 @@ from common.errors import PipelineError
 from common.fileio import atomic_write_csv
 
 # Output order of the merged 8-output property CNN.
-SCORE_NAMES = ("eyes", "hair_color", "hair_length", "mouth", "pose", "background_mean", "background_std", "hairstyle")
+from property_score_cnn import PROPERTY_NAMES as SCORE_NAMES
 TARGET_PROPERTIES = ("eyes", "mouth", "pose")
 GROUP_PROPERTIES = ("hair_color", "hair_length", "background_mean", "hairstyle")
 GROUP_NAMES = tuple("".join(letters) for letters in product("hl", repeat=len(GROUP_PROPERTIES)))
