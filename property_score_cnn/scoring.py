@@ -20,7 +20,7 @@ import torch.nn as nn
 from common.checkpoints import load_state_strict, read_weights
 from common.errors import PipelineError
 from common.images import to_uint8
-from property_score_cnn.models import SUPPORTED_RESOLUTIONS, build_model, to_model_input
+from property_score_cnn.models import SUPPORTED_RESOLUTIONS, build_model, channels_last, to_model_input
 
 _FIRST_CONV = {"merged": ("eyes_score_cnn.conv1.0.weight", "hairstyle_score_cnn.bottom_left_cnn.conv1.0.weight"),
                "seven": ("eyes_score_cnn.conv1.0.weight", None),
@@ -104,12 +104,12 @@ def score_images(model: nn.Module, images, batch_size: int = 256, device: torch.
     nchw = _as_nchw_uint8(images, model.resolution)
     device = torch.device(device) if device is not None else default_device()
     was_training = model.training
-    model.to(device).eval()
+    channels_last(model.to(device)).eval()
     try:
         outputs = []
         for start in range(0, len(nchw), batch_size):
             batch = nchw[start:start + batch_size].to(device, non_blocking=True)
-            outputs.append(model(to_model_input(batch.contiguous())).float().cpu())
+            outputs.append(model(to_model_input(batch)).float().cpu())
     finally:
         model.train(was_training)
     if not outputs:

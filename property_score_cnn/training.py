@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from common.training_loop import LoopResult, LoopSettings, seeded_split, train_model
-from property_score_cnn.models import to_model_input
+from property_score_cnn.models import channels_last, to_model_input
 
 
 def pearson_r(predicted: np.ndarray, target: np.ndarray) -> float:
@@ -67,8 +67,9 @@ def train_regression_cnn(model_factory: Callable[[], torch.nn.Module], images: t
     split_seed = settings.seed if split_seed is None else split_seed
     train_idx, val_idx = seeded_split(len(images), val_fraction, split_seed)
     result = train_model(
-        model_factory=model_factory, inputs=images, targets=targets.float(), train_idx=train_idx, val_idx=val_idx,
-        loss_fn=F.mse_loss, settings=settings, prepare=to_model_input, metrics_fn=regression_metrics(names),
+        model_factory=lambda: channels_last(model_factory()), inputs=images, targets=targets.float(),
+        train_idx=train_idx, val_idx=val_idx, loss_fn=F.mse_loss, settings=settings, prepare=to_model_input,
+        metrics_fn=regression_metrics(names),
         criterion_fn=mse_over([names.index(n) for n in criterion_names]), make_scheduler=make_scheduler,
         on_epoch=on_epoch)
     return TrainedCnn(result, train_idx, val_idx)
