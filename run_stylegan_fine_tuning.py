@@ -1,0 +1,56 @@
+"""Stage 6: fine-tune the StyleGAN into the label-conditioned FineTune-v1, then FineTune-v8.
+
+    python run_stylegan_fine_tuning.py --version v1 [--profile embedded|celeba256] [--max-steps N] [--max-minutes M]
+    python run_stylegan_fine_tuning.py --version v8
+    python run_stylegan_fine_tuning.py --version v1 --evaluate 1000   # female fraction etc. of v1 vs the base
+
+v1 reads the profile's base checkpoint, the stage-2 filtered images and the stage-4 scores
+(segmentation/property_score_results/all_scores_v2.csv; --labels-csv .../all_scores.csv for v1
+scores) and writes stylegan_modified/stylegan_gen_fine_tuned_v1.pth and ..._dis_... . v8 reads those
+and stylegan/generated_face_images_filtered/ and writes stylegan/models/stylegan_{gen,dis}_fine_tuned_v8.pth.
+Settings: [fine_tuning] (v1) and [fine_tuning_v8] in configs/<profile>.toml. The run folder keeps the full
+training state, train_log.csv, preview grids and train_curves.png; re-running resumes (--force restarts).
+"""
+
+import argparse
+
+import numpy as np
+
+from common.config import add_config_arguments, config_to_dict, resolve_config
+from common.errors import PipelineError, run_main
+from stylegan_modified.fine_tuning import FineTuneConfig, evaluate_fine_tuning, run_fine_tuning
+
+SECTIONS = {"v1": "fine_tuning", "v8": "fine_tuning_v8"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="discard the run folder's state and start again")
+    parser.add_argument("--evaluate", type=int, default=0, metavar="N",
+                        help="after training, score N samples of the previous and the new generator")
+    parser.add_argument("--device", default="cpu")
+    add_config_arguments(parser, FineTuneConfig)
+    args = parser.parse_args()
+    version = args.version or "v1"  # picks the config section ([fine_tuning] or [fine_tuning_v8])
+    if version not in SECTIONS:
+        raise PipelineError(f"--version must be one of {', '.join(SECTIONS)}, got '{version}'")
+    config = resolve_config(FineTuneConfig, SECTIONS[version], args)
+    if args.dry_run:
+        print(config_to_dict(config))
+        return 0
+    summary = run_fine_tuning(config, force=args.force, device=args.device)
+    row = {k: v for k, v in summary.last_row.items() if isinstance(v, (int, float)) and not np.isnan(v)}
+    print(f"{config.version}: step {summary.step} of {config.max_steps} on {summary.images} images, "
+          f"{summary.train_seconds / 60:.1f} min; last log row: "
+          + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "idx")))
+    if summary.exported:
+        print("exported " + ", ".join(str(p) for p in summary.exported))
+    else:
+        print("not finished; re-run the same command to continue")
+    if args.evaluate and summary.exported:
+        evaluate_fine_tuning(config, args.evaluate)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
