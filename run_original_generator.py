@@ -1,9 +1,12 @@
 """Stage 1: generate faces with the profile's pretrained StyleGAN.
 
     python run_original_generator.py [--profile embedded|celeba256] [--num-images N] [--seed S]
+    python run_original_generator.py --checkpoint stylegan_modified/stylegan_gen_fine_tuned_v1.pth \
+        --checkpoint-entry generator_smooth --label-mode normal|zeros|fixed [--label-value '[0,0,2,0,0,0,0]']
 
 Writes stylegan/synthesize_results/{i:06d}.png (or .jpg), latents.npz (z and w of every image
-and the seed) and generation_config.json; an interrupted run resumes where it stopped.
+and the seed; the labels too for a label-conditioned checkpoint) and generation_config.json;
+an interrupted run resumes where it stopped.
 """
 
 import argparse

@@ -4,6 +4,12 @@ Image i is a function of (run seed, i) alone: its z (and, with style mixing, its
 cut-off layer) come from a random stream seeded by the pair, so any batch size, device or an
 interrupted-and-resumed run gives the same images. `latents.npz` beside the images holds
 index, z, w, the mixing latents and the seed, so every image can be regenerated exactly.
+
+A label-conditioned checkpoint (FineTune-v1 / v8; its label size is read from `mapping.label_weight`)
+gets a label per image: all zeros, N(0, 1) (as the original's v8 dataset; drawn from a stream seeded by
+(seed, i, 1), so z stays that of the same index without labels) or one fixed vector; the labels are saved
+in latents.npz as `label` with `label_mode`. An unconditioned checkpoint takes no label and its images and
+latent file are exactly what they were before labels existed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from common.config import dump_config, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import atomic_path, save_image
 from common.images import save_grid, to_uint8
-from stylegan.checkpoint import load_generator
+from common.checkpoints import load_state_strict
+from stylegan.checkpoint import read_checkpoint, select_entry
+from stylegan.stylegan_generator import StyleGANGenerator
 
 LATENT_FILE = "latents.npz"
 CONFIG_FILE = "generation_config.json"
@@ -49,6 +57,10 @@ class GeneratorConfig:
     trunc_layers: int = 0
     style_mixing_prob: float = field(default=0.0, metadata={
         "help": "probability that an image mixes in a second latent's styles (0.9 mimics the original)"})
+    label_mode: str = field(default="zeros", metadata={
+        "help": "labels for a label-conditioned checkpoint: zeros, normal (N(0,1) per image) or fixed"})
+    label_value: list[float] = field(default_factory=list, metadata={
+        "help": "the label for label_mode fixed, e.g. [0,0,2,0,0,0,0]"})
 
     def validate(self) -> None:
         if self.image_format not in ("png", "jpg"):
@@ -62,6 +74,10 @@ class GeneratorConfig:
             raise PipelineError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
         if self.trunc_psi < 0 or self.trunc_layers < 0:
             raise PipelineError("trunc_psi and trunc_layers must be >= 0")
+        if self.label_mode not in LABEL_MODES:
+            raise PipelineError(f"label_mode must be one of {', '.join(LABEL_MODES)}, got '{self.label_mode}'")
+        if self.label_mode == "fixed" and not self.label_value:
+            raise PipelineError("label_mode fixed needs --label-value, e.g. [0,0,2,0,0,0,0]")
 
     def generator_kwargs(self) -> dict:
         return dict(resolution=self.resolution, fmaps_base=self.fmaps_base, fmaps_max=self.fmaps_max)
@@ -70,14 +86,46 @@ class GeneratorConfig:
         return CELEBA_CHECKPOINT_HINT if self.profile == "celeba256" else EMBEDDED_CHECKPOINT_HINT
 
 
+LABEL_MODES = ("zeros", "normal", "fixed")
+
+
 @dataclass
 class ImageLatents:
-    """Per-image random choices: z, and for style mixing a second z and the first layer it replaces."""
+    """Per-image random choices: z, and for style mixing a second z and the first layer it replaces;
+    for a label-conditioned generator the label (None otherwise)."""
 
     index: np.ndarray
     z: np.ndarray
     mix_z: np.ndarray
     mix_cut: np.ndarray  # 0 = no mixing
+    label: np.ndarray | None = None
+
+
+def sample_labels(seed: int, indices, label_size: int, mode: str, value=()) -> np.ndarray:
+    """[N, label_size] float32 labels; `normal` draws from a stream of its own per (seed, i)."""
+    indices = np.asarray(list(indices), dtype=np.int64)
+    if mode == "zeros":
+        return np.zeros((len(indices), label_size), np.float32)
+    if mode == "fixed":
+        if len(value) != label_size:
+            raise PipelineError(f"label_value has {len(value)} entries, the checkpoint's label has {label_size}")
+        return np.tile(np.asarray(value, np.float32), (len(indices), 1))
+    if mode != "normal":
+        raise PipelineError(f"label_mode must be one of {', '.join(LABEL_MODES)}, got '{mode}'")
+    out = np.empty((len(indices), label_size), np.float32)
+    for row, i in enumerate(indices):
+        out[row] = np.random.default_rng([seed, int(i), 1]).standard_normal(label_size, dtype=np.float32)
+    return out
+
+
+def image_latents(config: "GeneratorConfig", generator, indices) -> ImageLatents:
+    """z, mixing and (for a conditional generator) label of each index of the run."""
+    latents = sample_latents(config.seed, indices, generator.z_space_dim, generator.num_layers,
+                             config.style_mixing_prob)
+    if generator.label_size:
+        latents.label = sample_labels(config.seed, indices, generator.label_size, config.label_mode,
+                                      config.label_value)
+    return latents
 
 
 def sample_latents(seed: int, indices, z_dim: int, num_layers: int, style_mixing_prob: float) -> ImageLatents:
@@ -109,16 +157,25 @@ def batch_invariant(fn, x: torch.Tensor) -> torch.Tensor:
     return fn(torch.cat([x, padding]))[:n]
 
 
+def map_latents(generator, z: torch.Tensor, label: np.ndarray | None) -> torch.Tensor:
+    """w = mapping(z[, label]), batch-invariant; z and label travel as one tensor through the padding."""
+    if label is None or not generator.label_size:
+        return batch_invariant(generator.mapping, z)
+    z_dim = z.shape[1]
+    joint = torch.cat([z, torch.from_numpy(label).to(z.device, z.dtype)], dim=1)
+    return batch_invariant(lambda x: generator.mapping(x[:, :z_dim], x[:, z_dim:]), joint)
+
+
 def latents_to_wp(generator, latents: ImageLatents, device, trunc_psi: float, trunc_layers: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(w, wp) for a batch of latents: mapping, per-image style mixing, then truncation."""
     z = torch.from_numpy(latents.z).to(device)
-    w = batch_invariant(generator.mapping, z)
+    w = map_latents(generator, z, latents.label)
     wp = generator.truncation(w)
     cuts = torch.from_numpy(latents.mix_cut).to(device)
     if bool((cuts > 0).any()):
         mix_z = torch.from_numpy(latents.mix_z).to(device)
-        wp_mix = generator.truncation(batch_invariant(generator.mapping, mix_z))
+        wp_mix = generator.truncation(map_latents(generator, mix_z, latents.label))
         layer = torch.arange(wp.shape[1], device=device).view(1, -1, 1)
         use_mix = (cuts.view(-1, 1, 1) > 0) & (layer >= cuts.view(-1, 1, 1))
         wp = torch.where(use_mix, wp_mix, wp)
@@ -134,9 +191,16 @@ def default_device() -> torch.device:
 
 
 def build_generator(config: GeneratorConfig, device: torch.device):
+    """The checkpoint's generator, strictly loaded; label-conditioned when it has `mapping.label_weight`."""
     path = resolve_repo_path(config.checkpoint)
-    generator = load_generator(path, config.checkpoint_entry, device, missing_hint=config.checkpoint_hint(),
-                               **config.generator_kwargs())
+    state = select_entry(read_checkpoint(path, config.checkpoint_hint()), config.checkpoint_entry, path)
+    label_weight = state.get("mapping.label_weight")
+    label_size = int(label_weight.shape[0]) if isinstance(label_weight, torch.Tensor) else 0
+    generator = StyleGANGenerator(label_size=label_size, **config.generator_kwargs())
+    load_state_strict(generator, state, f"{path} [{config.checkpoint_entry}]")
+    generator = generator.to(device).eval()
+    if label_size and config.label_mode == "fixed" and len(config.label_value) != label_size:
+        raise PipelineError(f"label_value has {len(config.label_value)} entries, {path} takes {label_size}")
     if device.type == "cpu":
         generator = generator.to(memory_format=torch.channels_last)
     return generator
@@ -166,8 +230,7 @@ def run_generation(config: GeneratorConfig, force: bool = False, device: torch.d
     bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True, desc="generating")
     for batch_start in range(0, len(todo), config.batch_size):
         indices = todo[batch_start:batch_start + config.batch_size]
-        latents = sample_latents(config.seed, indices, generator.z_space_dim, generator.num_layers,
-                                 config.style_mixing_prob)
+        latents = image_latents(config, generator, indices)
         images, _ = generate_images(generator, latents, config, device)
         for i, image in zip(indices, images):
             save_image(image, image_path(output_dir, i, config.image_format))
@@ -184,18 +247,20 @@ def run_generation(config: GeneratorConfig, force: bool = False, device: torch.d
 @torch.inference_mode()
 def write_latent_file(generator, config: GeneratorConfig, output_dir: Path, device) -> Path:
     """latents.npz with every image's z and w (recomputed cheaply from the seed, so resume needs no shards)."""
-    latents = sample_latents(config.seed, range(config.num_images), generator.z_space_dim, generator.num_layers,
-                             config.style_mixing_prob)
+    latents = image_latents(config, generator, range(config.num_images))
     ws = []
     for start in range(0, config.num_images, 1024):
         z = torch.from_numpy(latents.z[start:start + 1024]).to(device)
-        ws.append(batch_invariant(generator.mapping, z).float().cpu().numpy())
+        label = None if latents.label is None else latents.label[start:start + 1024]
+        ws.append(map_latents(generator, z, label).float().cpu().numpy())
+    # Keys for labels only with a conditional generator: the base's file stays byte for byte as before.
+    extra = {} if latents.label is None else {"label": latents.label, "label_mode": np.str_(config.label_mode)}
     path = output_dir / LATENT_FILE
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, index=latents.index, z=latents.z, w=np.concatenate(ws), mix_z=latents.mix_z,
                      mix_cut=latents.mix_cut, seed=np.int64(config.seed),
-                     trunc_psi=np.float64(config.trunc_psi), trunc_layers=np.int64(config.trunc_layers))
+                     trunc_psi=np.float64(config.trunc_psi), trunc_layers=np.int64(config.trunc_layers), **extra)
     return path
 
 
@@ -214,8 +279,9 @@ def load_latent_file(path: str | Path) -> dict[str, np.ndarray]:
 def regenerate(generator, latent_file: dict[str, np.ndarray], indices, device="cpu") -> np.ndarray:
     """Re-create images from a saved latent file (same z, mixing and truncation as when generated)."""
     rows = [int(np.flatnonzero(latent_file["index"] == i)[0]) for i in indices]
+    label = latent_file["label"][rows] if "label" in latent_file else None
     latents = ImageLatents(latent_file["index"][rows], latent_file["z"][rows], latent_file["mix_z"][rows],
-                           latent_file["mix_cut"][rows])
+                           latent_file["mix_cut"][rows], label)
     _, wp = latents_to_wp(generator, latents, device, float(latent_file["trunc_psi"]),
                           int(latent_file["trunc_layers"]))
     return to_uint8(batch_invariant(generator.synthesis, wp))
@@ -231,7 +297,7 @@ def _check_previous_run(output_dir: Path, config: GeneratorConfig, force: bool) 
     except json.JSONDecodeError:
         return
     keys = ("checkpoint", "checkpoint_entry", "seed", "trunc_psi", "trunc_layers", "style_mixing_prob",
-            "image_format", "resolution")
+            "image_format", "resolution", "label_mode", "label_value")
     changed = [k for k in keys if k in old and old[k] != getattr(config, k)]
     if changed:
         raise PipelineError(f"{previous}: images there were made with different {', '.join(changed)}; "
