@@ -1,22 +1,30 @@
-"""Stage 10: start the face app (Edit / Select / Label tabs) on a loopback address."""
+"""Stage 10: start the face app (Edit / Select / Label tabs) on a loopback address.
+
+    python run_app.py [--profile embedded] [--port 7860] [--schema stage2|v8] [--images-dir DIR] [--labels-csv CSV]
+
+Options come from the profile's [app] section; every key is also a flag (see --help).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from common.config import add_config_arguments, config_to_dict, resolve_config
 from common.errors import run_main
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="embedded")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--seed", type=int, default=0, help="face shown first when no selection exists")
-    args = parser.parse_args()
-    from face_app.launch import launch_from_repo
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from face_app.launch import AppConfig, launch_from_repo
 
-    launch_from_repo(args.profile, args.host, args.port, args.seed)
+    add_config_arguments(parser, AppConfig)
+    args = parser.parse_args()
+    config = resolve_config(AppConfig, "app", args)
+    if args.dry_run:
+        print(config_to_dict(config))
+        return 0
+    launch_from_repo(config)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,47 +1,152 @@
-"""The edit function behind the Edit tab, usable without any UI."""
+"""The edit function behind the Edit tab, usable without any UI: render an edited face, save it."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.errors import PipelineError
+from common.fileio import atomic_write_text, save_image
 from common.images import to_uint8
 from stylegan.generate import batch_invariant
-from vectorfind.directions import edit_w
+from vectorfind.directions import GROUP_NAMES, direction_path, edit_w, load_directions
 
 PROPERTIES = ("eyes", "mouth", "pose")
-GENERATOR_CANDIDATES = ("stylegan/models/stylegan_gen_fine_tuned_v8.pth",
-                        "stylegan_modified/stylegan_gen_fine_tuned_v1.pth",
-                        "stylegan/models/embedded_stylegan_64.pth")
+
+
+@dataclass(frozen=True)
+class GeneratorChoice:
+    path: str
+    label_size: int  # label dims after the 512 z dims in a latent row (7 for the fine-tuned generators)
+
+
+# v8 if trained, else v1, else the base generator (the first file that exists).
+GENERATOR_CANDIDATES = (GeneratorChoice("stylegan/models/stylegan_gen_fine_tuned_v8.pth", 7),
+                        GeneratorChoice("stylegan_modified/stylegan_gen_fine_tuned_v1.pth", 7),
+                        GeneratorChoice("stylegan/models/embedded_stylegan_64.pth", 0))
+
+
+def pick_generator(repo_root: Path) -> tuple[Path, int]:
+    """(path, label_size) of the first generator in GENERATOR_CANDIDATES that exists."""
+    for choice in GENERATOR_CANDIDATES:
+        if (repo_root / choice.path).is_file():
+            return repo_root / choice.path, choice.label_size
+    raise PipelineError(f"{repo_root / GENERATOR_CANDIDATES[-1].path}: no generator found; train or export one first")
 
 
 def pick_generator_path(repo_root: Path) -> Path:
-    """v8 if trained, else v1, else the base generator (the first that exists)."""
-    for relative in GENERATOR_CANDIDATES:
-        if (repo_root / relative).is_file():
-            return repo_root / relative
-    raise PipelineError(f"{repo_root / GENERATOR_CANDIDATES[-1]}: no generator found; train or export one first")
+    return pick_generator(repo_root)[0]
+
+
+def read_direction_sets(vectors_dir: Path, conditional_dir: Path | None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{'plain': {group: directions}, 'conditional': {...}} for every group whose three files exist."""
+    sets: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for kind, folder in (("plain", vectors_dir), ("conditional", conditional_dir)):
+        if folder is None:
+            continue
+        groups = [g for g in GROUP_NAMES if all(direction_path(folder, p, g).is_file() for p in PROPERTIES)]
+        if groups:
+            sets[kind] = {g: load_directions(folder, g) for g in groups}
+    return sets
 
 
 class FaceEditor:
-    """Holds a generator, one face's w and the property directions; renders edited faces."""
+    """A generator plus property directions (per kind and group); renders edited faces from w.
 
-    def __init__(self, generator, directions: dict[str, np.ndarray]):
+    One face renders as a batch of 1 on one thread: at 64 px that is a few ms of convolution, where
+    the generation stage's batch padding (stylegan.generate.batch_invariant, 4 rows) would cost 4x."""
+
+    def __init__(self, generator, directions: dict[str, np.ndarray] | None = None,
+                 direction_sets: dict[str, dict[str, dict[str, np.ndarray]]] | None = None, label_size: int = 0):
         self.generator = generator.eval()
-        self.directions = directions
+        self.label_size = label_size
+        if direction_sets is None:
+            direction_sets = {"plain": {GROUP_NAMES[0]: directions}} if directions else {}
+        self.direction_sets = direction_sets
+        self.directions = directions if directions is not None else self.directions_for("plain", GROUP_NAMES[0])
+
+    @property
+    def num_layers(self) -> int:
+        return self.generator.num_layers
+
+    def kinds(self) -> list[str]:
+        return list(self.direction_sets)
+
+    def groups(self, kind: str = "plain") -> list[str]:
+        return list(self.direction_sets.get(kind, {}))
+
+    def directions_for(self, kind: str, group: str | None) -> dict[str, np.ndarray]:
+        """The directions of (kind, group); a group without files falls back to the kind's first group."""
+        by_group = self.direction_sets.get(kind) or {}
+        if not by_group:
+            return {}
+        return by_group.get(group) if group in by_group else next(iter(by_group.values()))
 
     @torch.inference_mode()
+    def w_from_latent(self, latent: np.ndarray) -> np.ndarray:
+        """w (mapping output, no truncation) of one latent row: z dims, then label dims if the generator has them."""
+        latent = np.asarray(latent, np.float32).reshape(-1)
+        z_dim = self.generator.z_space_dim
+        if latent.size < z_dim + self.label_size:
+            raise PipelineError(f"a latent needs {z_dim + self.label_size} values ({z_dim} z + {self.label_size} "
+                                f"label dims), got {latent.size}")
+        z = torch.from_numpy(latent[:z_dim].copy()).view(1, -1)
+        label = (torch.from_numpy(latent[z_dim:z_dim + self.label_size].copy()).view(1, -1)
+                 if self.label_size else None)
+        if label is None:
+            # Padded like the generation and VectorFind stages, so a case's w is bit-identical to theirs.
+            return batch_invariant(self.generator.mapping, z)[0].numpy()
+        return batch_invariant(lambda rows: self.generator.mapping(rows[:, :z_dim], rows[:, z_dim:]),
+                               torch.cat([z, label], 1))[0].numpy()
+
     def w_from_z(self, z: np.ndarray) -> np.ndarray:
-        z_t = torch.from_numpy(np.asarray(z, np.float32).reshape(1, -1))
-        return batch_invariant(self.generator.mapping, z_t)[0].numpy()
+        return self.w_from_latent(z)
+
+    def edited_wp(self, w: np.ndarray, weights: dict[str, float], layers: tuple[int, int] | None = None,
+                  directions: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+        directions = self.directions if directions is None else directions
+        # Properties without a direction (none found yet) are left unedited rather than refused.
+        used = {p: float(v) for p, v in weights.items() if p in directions and float(v) != 0.0}
+        base = torch.from_numpy(np.asarray(w, np.float32).reshape(-1, np.asarray(w).shape[-1]))
+        return edit_w(base, directions, used, self.num_layers, layers).contiguous()
 
     @torch.inference_mode()
-    def render(self, w: np.ndarray, weights: dict[str, float], layers: tuple[int, int] | None = None) -> np.ndarray:
+    def render(self, w: np.ndarray, weights: dict[str, float], layers: tuple[int, int] | None = None,
+               directions: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """uint8 [H, W, 3] image of w moved along each property direction by its weight."""
-        wp = edit_w(torch.as_tensor(np.asarray(w, np.float32)), self.directions, weights,
-                    self.generator.num_layers, layers)
-        image = batch_invariant(self.generator.synthesis, wp.contiguous())
-        return to_uint8(image)[0]
+        return to_uint8(self.generator.synthesis(self.edited_wp(w, weights, layers, directions)))[0]
+
+    @torch.inference_mode()
+    def render_frames(self, w: np.ndarray, frames: list[dict[str, float]], layers: tuple[int, int] | None = None,
+                      directions: dict[str, np.ndarray] | None = None, batch_size: int = 16) -> np.ndarray:
+        """[N, H, W, 3] uint8, one image per weight dict (an animation), rendered in batches."""
+        images = []
+        for start in range(0, len(frames), batch_size):
+            wp = torch.cat([self.edited_wp(w, f, layers, directions) for f in frames[start:start + batch_size]])
+            images.append(to_uint8(self.generator.synthesis(wp)))
+        return np.concatenate(images)
+
+
+def next_free_stem(folder: Path, prefix: str) -> str:
+    taken = {p.stem for p in folder.glob(f"{prefix}_*")} if folder.is_dir() else set()
+    number = 0
+    while f"{prefix}_{number:04d}" in taken:
+        number += 1
+    return f"{prefix}_{number:04d}"
+
+
+def save_face(folder: Path, image: np.ndarray, latent: np.ndarray | None, w: np.ndarray,
+              weights: dict[str, float], details: dict) -> Path:
+    """face_NNNN.png beside face_NNNN.json (latent, w, weights and where they came from); atomic writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = next_free_stem(folder, "face")
+    record = {"weights": {p: float(weights.get(p, 0.0)) for p in PROPERTIES}, **details,
+              "latent": None if latent is None else [float(v) for v in np.asarray(latent).reshape(-1)],
+              "w": [float(v) for v in np.asarray(w).reshape(-1)]}
+    save_image(image, folder / f"{stem}.png")
+    atomic_write_text(folder / f"{stem}.json", json.dumps(record, indent=1))
+    return folder / f"{stem}.png"

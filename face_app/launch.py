@@ -1,26 +1,93 @@
-"""Wiring the app to the repository's files (generator, directions, labels)."""
+"""Wiring the app to the repository's files (generator, directions, faces, labels); the [app] config section."""
 
 from __future__ import annotations
 
-from common.config import REPO_ROOT, resolve_config
-from face_app.app import build_app
-from face_app.editing import FaceEditor, pick_generator_path
-from face_app.labeling import STAGE2_SCHEMA, LabelStore
-from stylegan.checkpoint import load_generator
-from stylegan.generate import GeneratorConfig, sample_latents
-from vectorfind.directions import GROUP_NAMES, load_directions
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import PipelineError
+
+OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "GRADIO_SERVER_NAME": "127.0.0.1"}
 
 
-def launch_from_repo(profile: str, host: str, port: int, seed: int) -> None:
-    config = resolve_config(GeneratorConfig, "generator", profile=profile)
-    generator = load_generator(pick_generator_path(REPO_ROOT), config.checkpoint_entry,
-                               **config.generator_kwargs())
-    directions = load_directions(REPO_ROOT / "vectorfind/v8/property_score_vectors", GROUP_NAMES[0])
-    editor = FaceEditor(generator, directions)
-    z = sample_latents(seed, [0], generator.z_space_dim, generator.num_layers, 0.0).z[0]
-    images_dir = REPO_ROOT / "stylegan/synthesize_results"
-    names = sorted(int(p.stem) for p in images_dir.glob("*.png"))
-    store = LabelStore(REPO_ROOT / "cnn/synthesize_results_quality_and_gender.csv", names, STAGE2_SCHEMA)
-    app = build_app(editor, editor.w_from_z(z), store, images_dir)
-    print(f"face app on http://{host}:{port}")
-    app.launch(server_name=host, server_port=port, share=False)
+@dataclass
+class AppConfig:
+    profile: str = "embedded"
+    host: str = field(default="127.0.0.1", metadata={"help": "address to serve on (loopback by default)"})
+    port: int = 7860
+    seed: int = field(default=0, metadata={"help": "first seeded face when no evaluated faces exist"})
+    num_threads: int = field(default=1, metadata={
+        "help": "torch threads for rendering; 1 is fastest for one 64 px face on a shared machine"})
+    vectorfind_dir: str = field(default="vectorfind/v8", metadata={
+        "help": "holds ohlora_z_vectors.csv, ohlora_w_group_names.csv and image_generation_report/"})
+    vectors_dir: str = "vectorfind/v8/property_score_vectors"
+    conditional_vectors_dir: str = field(default="vectorfind/v8/property_score_vectors_conditional", metadata={
+        "help": "conditional directions (same file names); the choice appears only if the folder has them"})
+    saved_dir: str = field(default="face_app/saved", metadata={"help": "where save and play write their files"})
+    schema: str = field(default="stage2", metadata={"help": "label schema: stage2 (gender, quality) or v8 "
+                                                            "(gender, quality, age, glass)"})
+    images_dir: str = field(default="stylegan/synthesize_results", metadata={"help": "images to label"})
+    labels_csv: str = field(default="cnn/synthesize_results_quality_and_gender.csv",
+                            metadata={"help": "label CSV the stage reads; hand labels are written to it"})
+    label_id_column: str = "img_name"
+    play_seconds: float = 12.0
+    play_fps: float = 10.0
+
+    def validate(self) -> None:
+        from face_app.labeling import schema_by_name
+
+        schema_by_name(self.schema)
+        if self.num_threads < 1:
+            raise PipelineError(f"[app] num_threads must be >= 1, got {self.num_threads}")
+        if self.play_seconds <= 0 or self.play_fps <= 0:
+            raise PipelineError("[app] play_seconds and play_fps must be > 0")
+
+
+def set_offline_environment() -> None:
+    import os
+
+    # Before gradio is imported: no analytics, no hub calls.
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def build_from_repo(config: AppConfig, repo_root: Path | None = None):
+    """The Gradio app for the repository's files, and the editor behind it."""
+    import torch
+
+    from common.config import REPO_ROOT, resolve_config
+    from face_app.app import build_app
+    from face_app.cases import face_choices, check_latent_width
+    from face_app.editing import FaceEditor, pick_generator, read_direction_sets
+    from face_app.labeling import LabelStore, schema_by_name
+    from stylegan.checkpoint import load_generator
+    from stylegan.generate import GeneratorConfig
+
+    root = REPO_ROOT if repo_root is None else repo_root
+    torch.set_num_threads(config.num_threads)
+    generator_config = resolve_config(GeneratorConfig, "generator", profile=config.profile)
+    path, label_size = pick_generator(root)
+    generator = load_generator(path, generator_config.checkpoint_entry, label_size=label_size,
+                               **generator_config.generator_kwargs())
+    direction_sets = read_direction_sets(root / config.vectors_dir, root / config.conditional_vectors_dir)
+    editor = FaceEditor(generator, direction_sets=direction_sets, label_size=label_size)
+    latent_dim = generator.z_space_dim + label_size
+    faces, source = face_choices(root / config.vectorfind_dir, latent_dim, config.seed)
+    check_latent_width(faces, latent_dim, source)
+    store = LabelStore.for_folder(root / config.labels_csv, root / config.images_dir, schema_by_name(config.schema),
+                                  config.label_id_column)
+    app = build_app(editor, faces, store=store, vectorfind_dir=root / config.vectorfind_dir,
+                    saved_dir=root / config.saved_dir, play_seconds=config.play_seconds, play_fps=config.play_fps,
+                    notes={"generator": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
+                           "faces": source, "vectors": config.vectors_dir})
+    return app, editor
+
+
+def launch_from_repo(config: AppConfig) -> None:
+    from face_app.app import serve
+
+    set_offline_environment()
+    app, _ = build_from_repo(config)
+    print(f"face app on http://{config.host}:{config.port} (Ctrl-C stops it)")
+    serve(app, config.host, config.port)

@@ -1,157 +1,364 @@
-"""Face app: the edit function and the label store without a UI, then the Edit and Label tabs in headless Chromium."""
+"""Face app: the edit, case, idle and label functions without a UI, then all three tabs in headless Chromium."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
+import base64
+import io
+import ipaddress
+import json
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
-from face_app.editing import FaceEditor
-from face_app.labeling import STAGE2_SCHEMA, LabelStore
+from common.errors import PipelineError
+from common.fileio import save_image
+from common.images import to_uint8
+from face_app.browser import BROWSER_MISSING, browser_available, chromium_driver, free_port, open_tab, wait_for
+from face_app.cases import (face_choices, read_evaluated_cases, read_selection, write_selection, RESULT_COLUMNS)
+from face_app.editing import FaceEditor, read_direction_sets, save_face
+from face_app.idle import (IDLE_BASE, WALK_LIMIT, IdleSettings, gif_bytes, idle_frames, transition_values,
+                           weights_from_words)
+from face_app.labeling import STAGE2_SCHEMA, V8_SCHEMA, LabelSession, LabelStore, apply_keys
+from stylegan.generate import batch_invariant
 from stylegan.stylegan_generator import StyleGANGenerator
+from vectorfind.directions import GROUP_NAMES, direction_path, save_direction
+
+W_DIM = 512  # the direction files' width (vectorfind.directions.W_DIM)
 
 
-def tiny_editor(seed: int = 0) -> tuple[FaceEditor, np.ndarray]:
+def tiny_generator(seed: int = 0, label_size: int = 0) -> StyleGANGenerator:
     torch.manual_seed(seed)
-    generator = StyleGANGenerator(resolution=8, z_space_dim=16, w_space_dim=16, mapping_fmaps=16,
-                                  fmaps_base=64, fmaps_max=16).eval()
+    return StyleGANGenerator(resolution=8, z_space_dim=16, w_space_dim=W_DIM, label_size=label_size,
+                             mapping_layers=2, mapping_fmaps=16, fmaps_base=64, fmaps_max=16).eval()
+
+
+def write_directions(folder: Path, seed: int, groups=(GROUP_NAMES[0], GROUP_NAMES[5])) -> None:
     rng = np.random.default_rng(seed)
-    directions = {p: rng.standard_normal(16).astype(np.float32) for p in ("eyes", "mouth", "pose")}
-    editor = FaceEditor(generator, directions)
-    return editor, editor.w_from_z(rng.standard_normal(16).astype(np.float32))
+    for group in groups:
+        for prop in ("eyes", "mouth", "pose"):
+            vector = rng.standard_normal(W_DIM).astype(np.float32)
+            save_direction(direction_path(folder, prop, group), vector / np.linalg.norm(vector) * 8.0)
 
 
-def test_render_moves_along_direction_and_zero_weight_is_the_plain_face():
-    editor, w = tiny_editor()
+def tiny_editor(tmp_path: Path, seed: int = 0, label_size: int = 0) -> FaceEditor:
+    write_directions(tmp_path / "plain", seed)
+    write_directions(tmp_path / "conditional", seed + 1, groups=(GROUP_NAMES[0],))
+    sets = read_direction_sets(tmp_path / "plain", tmp_path / "conditional")
+    return FaceEditor(tiny_generator(seed, label_size), direction_sets=sets, label_size=label_size)
+
+
+def write_report(vectorfind_dir: Path, latent_dim: int, num_cases: int = 5) -> pd.DataFrame:
+    """An evaluation report in the spec's columns: cases 0..n-1, even cases passed."""
+    rng = np.random.default_rng(7)
+    report = vectorfind_dir / "image_generation_report"
+    report.mkdir(parents=True)
+    corr = rng.uniform(-1, -0.7, (num_cases, 3))
+    results = pd.DataFrame({"case": range(num_cases), "vector_no": 0,
+                            "passed": ["O" if i % 2 == 0 else "X" for i in range(num_cases)],
+                            "group_name": [GROUP_NAMES[5 if i % 2 else 0] for i in range(num_cases)],
+                            "eyes_corr": corr[:, 0], "mouth_corr": corr[:, 1], "pose_corr": corr[:, 2],
+                            "sum_abs_corr": np.abs(corr).sum(1)})
+    results.to_csv(report / "test_result.csv", index=False)
+    pd.DataFrame(rng.standard_normal((num_cases, latent_dim)).round(4)).to_csv(report / "latent_codes_all.csv",
+                                                                               index=False)
+    return results
+
+
+# --- without the UI --------------------------------------------------------------------------------
+
+def test_render_is_the_edited_synthesis_and_matches_the_padded_batch(tmp_path):
+    editor = tiny_editor(tmp_path)
+    w = editor.w_from_latent(np.random.default_rng(0).standard_normal(16).astype(np.float32))
+    directions = editor.directions_for("plain", GROUP_NAMES[0])
     with torch.inference_mode():
-        wp = torch.from_numpy(w).view(1, 1, -1).repeat(1, editor.generator.num_layers, 1)
-        plain = editor.generator.synthesis(torch.cat([wp] * 4))[:1]
-    from common.images import to_uint8
-    zero = editor.render(w, {"eyes": 0.0, "mouth": 0.0, "pose": 0.0})
-    assert np.array_equal(zero, to_uint8(plain)[0])
-    moved = editor.render(w, {"eyes": 2.0, "mouth": 0.0, "pose": 0.0})
-    assert not np.array_equal(moved, zero)
-    same_as_w_shifted = editor.render(w + 2.0 * editor.directions["eyes"], {"eyes": 0.0})
-    assert np.abs(moved.astype(int) - same_as_w_shifted.astype(int)).max() <= 1
+        wp = torch.from_numpy(w + 1.5 * directions["eyes"]).view(1, 1, -1).repeat(1, editor.num_layers, 1)
+        expected = to_uint8(editor.generator.synthesis(wp))[0]
+        padded = to_uint8(batch_invariant(editor.generator.synthesis, wp))[0]
+    moved = editor.render(w, {"eyes": 1.5, "mouth": 0.0, "pose": 0.0}, directions=directions)
+    assert np.array_equal(moved, expected)
+    assert np.abs(moved.astype(int) - padded).max() <= 1  # batch 1 vs the generation stage's padded batch
+    plain = editor.render(w, {}, directions=directions)
+    assert not np.array_equal(plain, moved)
+    other_group = editor.render(w, {"eyes": 1.5}, directions=editor.directions_for("plain", GROUP_NAMES[5]))
+    assert not np.array_equal(other_group, moved)
+    first_layers = editor.render(w, {"eyes": 1.5}, layers=(0, 1), directions=directions)
+    assert not np.array_equal(first_layers, moved) and not np.array_equal(first_layers, plain)
+    frames = editor.render_frames(w, [{"eyes": 1.5}, {}], directions=directions, batch_size=1)
+    assert np.array_equal(frames[0], moved) and np.array_equal(frames[1], plain)
 
 
-def test_label_store_resumes_and_keeps_other_rows(tmp_path):
+def test_latent_with_label_dims_and_missing_directions(tmp_path):
+    editor = tiny_editor(tmp_path, label_size=7)
+    latent = np.random.default_rng(1).standard_normal(16 + 7).astype(np.float32)
+    w = editor.w_from_latent(latent)
+    with torch.inference_mode():
+        z, label = torch.from_numpy(latent[:16]).view(1, -1), torch.from_numpy(latent[16:]).view(1, -1)
+        expected = editor.generator.mapping(z.repeat(4, 1), label.repeat(4, 1))[0].numpy()
+    assert np.array_equal(w, expected)
+    with pytest.raises(PipelineError, match="23 values"):
+        editor.w_from_latent(latent[:16])
+    bare = FaceEditor(tiny_generator(), direction_sets={})
+    assert bare.kinds() == [] and bare.directions_for("plain", "hhhh") == {}
+    face = bare.render(w, {"eyes": 2.0})  # no direction files yet: the plain face, not an error
+    assert face.shape == (8, 8, 3)
+
+
+def test_save_face_writes_png_and_its_latent_and_weights(tmp_path):
+    editor = tiny_editor(tmp_path)
+    latent = np.random.default_rng(2).standard_normal(16).astype(np.float32)
+    w = editor.w_from_latent(latent)
+    image = editor.render(w, {"mouth": 1.0})
+    first = save_face(tmp_path / "saved", image, latent, w, {"mouth": 1.0}, {"face": "seed 2"})
+    second = save_face(tmp_path / "saved", image, latent, w, {"mouth": 1.0}, {"face": "seed 2"})
+    assert (first.name, second.name) == ("face_0000.png", "face_0001.png")
+    record = json.loads(first.with_suffix(".json").read_text())
+    assert record["weights"] == {"eyes": 0.0, "mouth": 1.0, "pose": 0.0} and record["face"] == "seed 2"
+    assert np.allclose(record["latent"], latent) and np.allclose(record["w"], w)
+    assert np.array_equal(np.asarray(Image.open(first).convert("RGB")), image)
+
+
+def test_cases_reader_tolerates_missing_files_and_selection_round_trips(tmp_path):
+    assert read_evaluated_cases(tmp_path / "nothing").empty
+    faces, source = face_choices(tmp_path / "nothing", 16, seed=3)
+    assert [f.name for f in faces] == ["seed 3", "seed 4", "seed 5", "seed 6"] and source.startswith("seeds")
+    results = write_report(tmp_path, 16)
+    cases = read_evaluated_cases(tmp_path)
+    assert cases["case"].tolist() == list(range(5)) and [str(i) for i in range(16)] == list(cases.columns[-16:])
+    faces, source = face_choices(tmp_path, 16, seed=0)
+    assert [f.case for f in faces] == [0, 2, 4] and "passed" in source
+    latents = pd.read_csv(tmp_path / "image_generation_report/latent_codes_all.csv").to_numpy(np.float32)
+    assert np.allclose(faces[1].latent, latents[2]) and faces[1].group == GROUP_NAMES[0]
+    write_selection(cases[cases["case"].isin([4, 1])], tmp_path)
+    z_frame = pd.read_csv(tmp_path / "ohlora_z_vectors.csv")
+    groups = pd.read_csv(tmp_path / "ohlora_w_group_names.csv")
+    assert list(z_frame.columns) == [str(i) for i in range(16)] and np.allclose(z_frame.to_numpy(), latents[[1, 4]])
+    assert list(groups.columns) == list(RESULT_COLUMNS) and groups["case"].tolist() == [1, 4]
+    assert groups.loc[1, "passed"] == "O" and np.isclose(groups.loc[0, "eyes_corr"], results.loc[1, "eyes_corr"])
+    chosen, source = face_choices(tmp_path, 16, seed=0)  # the selection now comes first
+    assert [f.case for f in chosen] == [1, 4] and source.endswith("ohlora_z_vectors.csv")
+    assert [f.group for f in read_selection(tmp_path)] == [GROUP_NAMES[5], GROUP_NAMES[0]]
+    (tmp_path / "image_generation_report/latent_codes_all.csv").write_text("0,1\n0.5,0.5\n")
+    with pytest.raises(PipelineError, match="different runs"):
+        read_evaluated_cases(tmp_path)
+
+
+def test_idle_frames_random_walk_fifo_blinks_and_fixed_pose_word():
+    frames, blinks = idle_frames(IdleSettings(fps=10, seconds=30, seed=4))
+    assert len(frames) == 300 and blinks >= 1
+    assert all(abs(f["mouth"] - IDLE_BASE["mouth"]) <= WALK_LIMIT["mouth"] + 1e-9 for f in frames)
+    assert all(abs(f["eyes"] - IDLE_BASE["eyes"]) <= WALK_LIMIT["eyes"] + 1e-9 for f in frames[:50])  # no blink < 5 s
+    closed = [i for i, f in enumerate(frames) if f["eyes"] < IDLE_BASE["eyes"] - WALK_LIMIT["eyes"] - 1e-9]
+    assert closed and closed[0] >= 50
+    # First in, first out: a blink's values come in their queued order (rising, then falling back).
+    run = [frames[i]["eyes"] for i in range(closed[0], closed[0] + 3)]
+    assert run[0] > run[1] >= run[2]
+    assert frames == idle_frames(IdleSettings(fps=10, seconds=30, seed=4))[0]  # seeded
+    answer = {"pose": 1.2}
+    eased, _ = idle_frames(IdleSettings(fps=10, seconds=8, seed=0), answer=answer)
+    pose = [f["pose"] for f in eased[:70]]
+    assert pose == transition_values(IDLE_BASE["pose"], 1.2) and max(pose) == pytest.approx(1.2)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # the original read the mouth word here; "normal" pose must land in the pose range
+        weights = weights_from_words({"pose": "normal", "mouth": "very big"}, rng)
+        assert 0.8 <= weights["pose"] < 1.5 and 1.4 <= weights["mouth"] < 1.6 and "eyes" not in weights
+    gif = Image.open(io.BytesIO(gif_bytes(np.arange(5, dtype=np.uint8).repeat(192).reshape(5, 8, 8, 3) * 40, fps=10, scale=2)))
+    assert gif.n_frames == 5 and gif.size == (16, 16)
+
+
+def test_label_store_resumes_keeps_other_rows_and_keys_move(tmp_path):
     csv = tmp_path / "labels.csv"
-    pd.DataFrame({"img_name": [0, 5], "quality": [1, 0], "gender": [0, 1],
-                  "label_source": ["annotator", "hand"]}).to_csv(csv, index=False)
+    pd.DataFrame({"img_name": [0, 5, 2], "quality": [1, 0, 1], "gender": [0, 1, 1],
+                  "label_source": ["hand", "hand", "annotator"]}).to_csv(csv, index=False)
     store = LabelStore(csv, [0, 1, 2, 5], STAGE2_SCHEMA)
-    assert store.first_unlabelled() == 1
-    store.save(1, {"gender": 1, "quality": 0})
-    frame = pd.read_csv(csv)
-    assert frame["img_name"].tolist() == [0, 1, 5]
-    row = frame.set_index("img_name").loc[1]
-    assert (row["gender"], row["quality"], row["label_source"]) == (1, 0, "hand")
-    assert frame.set_index("img_name").loc[5, "label_source"] == "hand"
+    assert store.first_unlabelled() == 1 and store.labelled() == {0, 5}  # annotator rows may be replaced
+    session = apply_keys(store, LabelSession(1), "fxg")  # x: not an answer key, ignored
+    assert session == LabelSession(2, {})
+    frame = pd.read_csv(csv).set_index("img_name")
+    assert frame.index.tolist() == [0, 1, 2, 5]
+    assert (frame.loc[1, "gender"], frame.loc[1, "quality"], frame.loc[1, "label_source"]) == (1, 1, "hand")
+    assert frame.loc[2, "label_source"] == "annotator" and frame.loc[5, "label_source"] == "hand"
+    assert apply_keys(store, session, "<<<") == LabelSession(0, {})
+    assert apply_keys(store, LabelSession(3), ">>>") == LabelSession(4, {})
+    assert apply_keys(store, LabelSession(2), "m<") == LabelSession(1, {})  # back drops a half-typed answer
     assert store.first_unlabelled() == 2
+    v8 = LabelStore(tmp_path / "v8.csv", [7], V8_SCHEMA)
+    apply_keys(v8, LabelSession(0), "mbos")
+    row = pd.read_csv(tmp_path / "v8.csv").iloc[0]
+    assert (row["img_name"], row["gender"], row["quality"], row["age"], row["glass"]) == (7, 0, 0, 1, 1)
+    with pytest.raises(PipelineError, match="schema"):
+        LabelStore(csv, [0], V8_SCHEMA).labelled()
 
 
-# --- browser tests ---------------------------------------------------------------------------------
+# --- in the browser --------------------------------------------------------------------------------
 
-def chromium_driver():
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("chromium / chromium-driver not installed (make test installs them with apt-get)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+class NetworkRecorder:
+    """Records socket connects / name lookups to non-loopback hosts while switched on (audit hooks stay
+    installed for the process, so the hook only looks while `on`)."""
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    def __init__(self):
+        self.on, self.outbound = False, []
+        sys.addaudithook(self.hook)
+
+    @staticmethod
+    def loopback(host) -> bool:
+        if host in ("localhost", "", None):
+            return True
+        try:
+            return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    def hook(self, event, args):
+        if not self.on:
+            return
+        if event == "socket.connect" and isinstance(args[1], tuple) and not self.loopback(args[1][0]):
+            self.outbound.append(("connect", args[1]))
+        elif event == "socket.getaddrinfo" and not self.loopback(args[0]):
+            self.outbound.append(("getaddrinfo", args[0]))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+NETWORK = NetworkRecorder()
 
 
 @pytest.fixture(scope="module")
 def running_app(tmp_path_factory):
-    from face_app.app import build_app
-    from common.fileio import save_image
+    if not browser_available():
+        pytest.skip(BROWSER_MISSING)
+    from face_app.app import build_app, serve
 
+    NETWORK.on = True
     root = tmp_path_factory.mktemp("app")
     images = root / "images"
     images.mkdir()
-    for i in range(3):
+    for i in range(4):
         save_image(np.full((8, 8, 3), 40 * i, np.uint8), images / f"{i:06d}.png")
-    store = LabelStore(root / "labels.csv", [0, 1, 2], STAGE2_SCHEMA)
-    editor, w = tiny_editor()
-    app = build_app(editor, w, store, images)
+    store = LabelStore.for_folder(root / "labels.csv", images, STAGE2_SCHEMA)
+    editor = tiny_editor(root)
+    vectorfind_dir = root / "vectorfind"
+    write_report(vectorfind_dir, 16)
+    faces, _ = face_choices(vectorfind_dir, 16, seed=0)
+    app = build_app(editor, faces, store=store, vectorfind_dir=vectorfind_dir, saved_dir=root / "saved",
+                    play_seconds=1.0, play_fps=10.0)
     port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True)
-    driver = chromium_driver()
-    yield f"http://127.0.0.1:{port}", driver, editor, w, store
+    serve(app, "127.0.0.1", port, block=False)
+    driver = chromium_driver(network_log=True)
+    yield {"url": f"http://127.0.0.1:{port}", "driver": driver, "editor": editor, "faces": faces, "store": store,
+           "root": root, "vectorfind_dir": vectorfind_dir}
     driver.quit()
     app.close()
+    NETWORK.on = False
 
 
-def face_pixels(driver) -> np.ndarray:
-    import base64, io
-    from PIL import Image
-
-    src = driver.execute_script("return document.querySelector('#face img').src")
-    if src.startswith("data:"):
-        data = base64.b64decode(src.split(",", 1)[1])
-    else:
-        import urllib.request
-        data = urllib.request.urlopen(src).read()
+def image_pixels(driver, elem_id: str) -> np.ndarray | None:
+    src = driver.execute_script(f"const i = document.querySelector('#{elem_id} img'); return i ? i.src : null")
+    if not src:
+        return None
+    data = base64.b64decode(src.split(",", 1)[1]) if src.startswith("data:") else urllib.request.urlopen(src).read()
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def wait_for(condition, timeout=30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+def field_value(driver, elem_id: str) -> str:
+    return driver.execute_script(
+        f"const e = document.querySelector('#{elem_id} textarea, #{elem_id} input'); return e ? e.value : ''")
+
+
+def visible(driver, selector: str):
+    return wait_for(lambda: [e for e in driver.find_elements("css selector", selector) if e.is_displayed()])[0]
 
 
 def test_slider_move_changes_face_to_the_generated_image(running_app):
     from selenium.webdriver.common.keys import Keys
 
-    url, driver, editor, w, _ = running_app
-    driver.get(url)
-    wait_for(lambda: driver.execute_script("return !!document.querySelector('#face img')"))
-    before = face_pixels(driver)
-    assert np.array_equal(before, editor.render(w, {"eyes": 0.0, "mouth": 0.0, "pose": 0.0}))
+    driver, editor, face = running_app["driver"], running_app["editor"], running_app["faces"][0]
+    driver.get(running_app["url"])
+    wait_for(lambda: image_pixels(driver, "face") is not None)
+    w = editor.w_from_latent(face.latent)
+    directions = editor.directions_for("plain", face.group)
+    assert np.array_equal(image_pixels(driver, "face"), editor.render(w, {}, directions=directions))
     slider = driver.find_element("css selector", "#eyes input[type=range]")
-    for _ in range(5):
-        slider.send_keys(Keys.ARROW_RIGHT)
-    expected = editor.render(w, {"eyes": 0.5, "mouth": 0.0, "pose": 0.0})
-    wait_for(lambda: np.array_equal(face_pixels(driver), expected))
+    slider.send_keys(*[Keys.ARROW_RIGHT] * 5)
+    expected = editor.render(w, {"eyes": 0.5}, directions=directions)
+    wait_for(lambda: np.array_equal(image_pixels(driver, "face"), expected))
+    visible(driver, "#reset").click()
+    wait_for(lambda: np.array_equal(image_pixels(driver, "face"), editor.render(w, {}, directions=directions)))
 
 
-def test_label_keys_write_rows_and_reload_resumes(running_app):
-    url, driver, _, _, store = running_app
-    driver.get(url)
-    wait_for(lambda: driver.find_elements("xpath", "//button[@role='tab' and contains(., 'Label')]"))
-    driver.find_element("xpath", "//button[@role='tab' and contains(., 'Label')]").click()
-    box = wait_for(lambda: [e for e in driver.find_elements("css selector", "#label_key textarea, #label_key input")
-                            if e.is_displayed()])[0]
+def test_save_and_play_write_files(running_app):
+    driver, saved = running_app["driver"], running_app["root"] / "saved"
+    driver.get(running_app["url"])
+    wait_for(lambda: image_pixels(driver, "face") is not None)
+    visible(driver, "#save").click()
+    record = wait_for(lambda: sorted(saved.glob("face_*.json")))[-1]
+    details = json.loads(record.read_text())
+    assert details["face"] == running_app["faces"][0].name and details["weights"]["eyes"] == 0.0
+    visible(driver, "#play_button").click()
+    gif = wait_for(lambda: sorted(saved.glob("play_*.gif")))[-1]
+    assert Image.open(gif).n_frames == 10  # 1 s at 10 fps
+    wait_for(lambda: image_pixels(driver, "play") is not None)
+
+
+def test_select_tab_ticks_write_the_selection(running_app):
+    driver, vectorfind_dir = running_app["driver"], running_app["vectorfind_dir"]
+    driver.get(running_app["url"])
+    open_tab(driver, "Select")
+    visible(driver, "#cases input[type=checkbox]")
+    boxes = [b for b in driver.find_elements("css selector", "#cases tbody input[type=checkbox]") if b.is_displayed()]
+    assert len(boxes) == 5
+    boxes[3].click()
+    groups_csv = vectorfind_dir / "ohlora_w_group_names.csv"
+    wait_for(lambda: groups_csv.is_file() and pd.read_csv(groups_csv)["case"].tolist() == [3])
+    boxes[1].click()
+    wait_for(lambda: pd.read_csv(groups_csv)["case"].tolist() == [1, 3])
+    latents = pd.read_csv(vectorfind_dir / "image_generation_report/latent_codes_all.csv").to_numpy()
+    assert np.allclose(pd.read_csv(vectorfind_dir / "ohlora_z_vectors.csv").to_numpy(), latents[[1, 3]])
+    assert "2 faces chosen" in driver.find_element("css selector", "#select_status").text
+
+
+def test_label_keys_write_rows_arrows_go_back_and_reload_resumes(running_app):
+    from selenium.webdriver.common.keys import Keys
+
+    driver, store = running_app["driver"], running_app["store"]
+    driver.get(running_app["url"])
+    open_tab(driver, "Label")
+    box = visible(driver, "#label_key textarea, #label_key input")
     box.send_keys("fgmb")
     wait_for(lambda: store.csv_path.is_file() and len(pd.read_csv(store.csv_path)) == 2)
     frame = pd.read_csv(store.csv_path).set_index("img_name")
     assert frame.loc[0, ["gender", "quality"]].tolist() == [1, 1]
     assert frame.loc[1, ["gender", "quality"]].tolist() == [0, 0]
-    assert store.first_unlabelled() == 2
+    wait_for(lambda: field_value(driver, "label_progress").startswith("image 2 "))
+    box.send_keys(Keys.ARROW_LEFT)
+    wait_for(lambda: field_value(driver, "label_progress").startswith("image 1 "))
+    box.send_keys("ff")  # relabel image 1, then on to image 2
+    wait_for(lambda: pd.read_csv(store.csv_path).set_index("img_name").loc[1, "quality"] == 1)
+    box.send_keys(Keys.ARROW_RIGHT)
+    wait_for(lambda: field_value(driver, "label_progress").startswith("image 3 "))
     driver.refresh()
-    wait_for(lambda: driver.find_elements("xpath", "//button[@role='tab' and contains(., 'Label')]"))
-    driver.find_element("xpath", "//button[@role='tab' and contains(., 'Label')]").click()
-    wait_for(lambda: "image 2" in driver.execute_script(
-        "const e=document.querySelector('#label_progress textarea, #label_progress input'); return e ? e.value : ''"))
+    open_tab(driver, "Label")
+    wait_for(lambda: field_value(driver, "label_progress").startswith("image 2 "))
+
+
+def test_no_outbound_requests_from_server_or_page(running_app):
+    driver = running_app["driver"]
+    driver.get_log("performance")  # drop earlier entries
+    driver.get(running_app["url"])
+    wait_for(lambda: image_pixels(driver, "face") is not None)
+    for tab in ("Select", "Label", "Edit"):
+        open_tab(driver, tab)
+    time.sleep(0.5)
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    assert urls and any(u.startswith(running_app["url"]) for u in urls)
+    outside = [u for u in urls if not u.startswith(("http://127.0.0.1", "data:", "blob:"))]
+    assert outside == []
+    assert NETWORK.outbound == []
