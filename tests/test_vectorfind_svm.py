@@ -1,0 +1,90 @@
+"""VectorFind directions on synthetic w: planted-direction recovery, orientation, grouping and k at boundaries,
+conditional projection."""
+
+import numpy as np
+import pytest
+
+from common.errors import PipelineError
+from vectorfind.directions import GROUP_NAMES, GROUP_PROPERTIES, SCORE_NAMES, TARGET_PROPERTIES, group_name
+from vectorfind.svm import compute_medians, fit_directions, group_members, oriented, project_off, top_bottom
+
+
+def planted_sample(n=16000, dim=24, seed=0):
+    """w ~ N(0, 1); score j = w . D_j + small noise, D orthonormal; D_j for all 8 score columns."""
+    rng = np.random.default_rng(seed)
+    planted, _ = np.linalg.qr(rng.standard_normal((dim, len(SCORE_NAMES))))
+    w = rng.standard_normal((n, dim)).astype(np.float32)
+    scores = (w @ planted + 0.05 * rng.standard_normal((n, len(SCORE_NAMES)))).astype(np.float32)
+    return w, scores, planted.T
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    w, scores, planted = planted_sample()
+    return fit_directions(w, scores, compute_medians(scores)), planted
+
+
+def test_planted_directions_are_recovered_and_point_towards_more(fitted):
+    found, planted = fitted
+    for prop in TARGET_PROPERTIES:
+        truth = planted[SCORE_NAMES.index(prop)]
+        for group in GROUP_NAMES:
+            cosine = float(found.plain[(prop, group)] @ truth)
+            assert cosine >= 0.95, (prop, group, cosine)  # positive: adding the vector increases the score
+            assert float(oriented(found.plain[(prop, group)], "original") @ truth) <= -0.95
+    for attribute in GROUP_PROPERTIES:
+        assert float(found.attributes[attribute] @ planted[SCORE_NAMES.index(attribute)]) >= 0.95
+    rows = found.accuracy
+    assert len(rows[rows.group.isin(GROUP_NAMES)]) == 48
+    assert rows[rows.group == "pooled"].valid_accuracy.min() > 0.95
+
+
+def test_conditional_directions_are_orthogonal_to_the_conditions(fitted):
+    found, planted = fitted
+    for (prop, group), vector in found.conditional.items():
+        assert abs(np.linalg.norm(vector) - 1) < 1e-5
+        for other in TARGET_PROPERTIES:
+            if other != prop:
+                assert abs(float(vector @ found.plain[(other, group)])) < 1e-5
+        for attribute in GROUP_PROPERTIES:
+            assert abs(float(vector @ found.attributes[attribute])) < 1e-5
+        assert float(vector @ planted[SCORE_NAMES.index(prop)]) > 0.9
+
+
+def test_group_members_match_group_name_and_median_counts_as_high():
+    rng = np.random.default_rng(2)
+    scores = rng.standard_normal((500, 8)).round(1)  # many ties, some exactly at the median
+    medians = compute_medians(scores)
+    members = group_members(scores, medians)
+    names = group_name(scores, medians)
+    for group, idx in members.items():
+        assert all(names[i] == group for i in idx)
+    assert sum(len(idx) for idx in members.values()) == 500
+    at_median = np.flatnonzero(scores[:, SCORE_NAMES.index("hair_color")] == medians["hair_color"])
+    assert len(at_median) and all(names[i][0] == "h" for i in at_median)
+
+
+def test_k_selection_at_boundaries():
+    values = np.array([5.0, 1.0, 3.0, 3.0, 9.0, 0.0, 7.0, 2.0, 8.0, 3.0])
+    top, bottom = top_bottom(values, 0.2)  # k = int(2.0) = 2
+    assert sorted(values[top]) == [8.0, 9.0] and sorted(values[bottom]) == [0.0, 1.0]
+    top, bottom = top_bottom(values, 0.29)  # k = int(2.9) = 2, not rounded up
+    assert len(top) == len(bottom) == 2
+    top, bottom = top_bottom(values[:4], 0.2)  # k = max(int(0.8), 1) = 1
+    assert values[top[0]] == 5.0 and values[bottom[0]] == 1.0
+    top, bottom = top_bottom(np.array([3.0, 3.0, 3.0]), 0.5)  # ties: stable, disjoint
+    assert set(top).isdisjoint(bottom)
+    with pytest.raises(PipelineError, match="at least 2"):
+        top_bottom(np.array([1.0]), 0.2)
+
+
+def test_too_small_a_group_is_a_one_line_error():
+    w, scores, _ = planted_sample(n=40)
+    with pytest.raises(PipelineError, match="fewer than 2 samples"):
+        fit_directions(w, scores, compute_medians(scores))
+
+
+def test_projection_of_a_dependent_vector_is_refused():
+    v = np.array([1.0, 0.0, 0.0], np.float32)
+    with pytest.raises(PipelineError, match="span"):
+        project_off(v, [np.array([2.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])])

@@ -1,0 +1,96 @@
+"""The [vectorfind] config section (stages 8-9): sampling, SVM directions, evaluation, comparisons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.errors import PipelineError
+
+ORIENTATIONS = ("more", "original")
+DIRECTION_KINDS = ("plain", "conditional")
+MEDIAN_SOURCES = ("sample", "separate")
+EDIT_UNITS = ("w", "sd")
+
+
+@dataclass
+class VectorFindConfig:
+    profile: str = "embedded"
+    generator: str = field(default="", metadata={
+        "help": "generator checkpoint; empty = FineTune-v8, else FineTune-v1, else the profile's [generator] base"})
+    property_cnn: str = "property_score_cnn/models/ohlora_v3_merged_property_cnn.pth"
+    output_dir: str = "vectorfind/v8"
+    medians_dir: str = field(default="vectorfind/v8_property_scores", metadata={
+        "help": "property_scores_{sampled,mean_and_median}.csv (the grouping medians)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    seed: int = field(default=0, metadata={"help": "sample i's latent depends on (seed, i) only"})
+    num_samples: int = 40000
+    shard_size: int = field(default=2000, metadata={"help": "samples per shard file (the unit of resume)"})
+    batch_size: int = field(default=256, metadata={"help": "generator/CNN batch; results do not depend on it"})
+    median_source: str = field(default="sample", metadata={
+        "help": "sample: medians of the sampled scores; separate: a separate run of median_samples latents"})
+    median_samples: int = 20000
+    median_seed: int = 1
+    top_ratio: float = field(default=0.2, metadata={"help": "per group, the top and bottom k = ratio x size"})
+    train_fraction: float = 0.8
+    split_seed: int = field(default=2025, metadata={"help": "seeds the per-class train/validation shuffle"})
+    svm_random_state: int = 2025
+    svm_jobs: int = field(default=1, metadata={"help": "SVMs fitted in parallel (joblib processes)"})
+    orientation: str = field(default="more", metadata={
+        "help": "more: adding a vector increases the property; original: towards smaller (the original's sign)"})
+    direction_kind: str = field(default="plain", metadata={
+        "help": "which set goes to property_score_vectors/: plain SVM normals or conditional (projected)"})
+    edit_layers: str = field(default="", metadata={"help": "empty = all layers, or a range such as 0-7"})
+    edit_unit: str = field(default="w", metadata={
+        "help": "w: grid weights are w-space lengths (the original); sd: multiples of the sample's SD along each vector"})
+    edit_scale: float = field(default=1.0, metadata={"help": "multiplies every grid weight"})
+    eval_cases: int = 100
+    eval_seed: int = 8
+    eval_batch_size: int = field(default=100, metadata={"help": "edited images per generator batch"})
+    eyes_threshold: float = 0.92
+    mouth_threshold: float = 0.88
+    pose_threshold: float = 0.88
+    stop_after_passes: int = field(default=0, metadata={"help": "stop once this many cases passed (0 = never)"})
+    save_images: bool = field(default=True, metadata={"help": "save every edited image as PNG"})
+    png_check_cases: int = field(default=5, metadata={"help": "cases whose saved PNGs are re-scored"})
+    compare_cases: int = field(default=20, metadata={
+        "help": "cases per variant (plain/conditional x all layers/edit range) in the leakage comparison"})
+    compare_layers: str = field(default="0-5", metadata={"help": "layer range compared with all layers"})
+    leakage_weight: float = field(default=1.5, metadata={"help": "+/- weight of the single-property leakage edits"})
+    strip_weights: int = field(default=9, metadata={"help": "images per property strip (weights -2..+2)"})
+
+    def validate(self) -> None:
+        choices = {"orientation": ORIENTATIONS, "direction_kind": DIRECTION_KINDS,
+                   "median_source": MEDIAN_SOURCES, "edit_unit": EDIT_UNITS, "device": ("auto", "cpu", "cuda")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise PipelineError(f"[vectorfind] {name} must be one of {', '.join(allowed)}, "
+                                    f"got {getattr(self, name)!r}")
+        for name in ("num_samples", "shard_size", "batch_size", "eval_batch_size", "median_samples"):
+            if getattr(self, name) < 1:
+                raise PipelineError(f"[vectorfind] {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.top_ratio <= 0.5:
+            raise PipelineError(f"[vectorfind] top_ratio must be in (0, 0.5], got {self.top_ratio}")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise PipelineError(f"[vectorfind] train_fraction must be in (0, 1), got {self.train_fraction}")
+        parse_layer_range(self.edit_layers)
+        parse_layer_range(self.compare_layers)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"eyes": self.eyes_threshold, "mouth": self.mouth_threshold, "pose": self.pose_threshold}
+
+
+def parse_layer_range(text: str) -> tuple[int, int] | None:
+    """'' -> None (all layers); '0-7' -> (0, 7) inclusive; '3' -> (3, 3)."""
+    text = text.strip()
+    if not text:
+        return None
+    parts = text.split("-")
+    try:
+        first, last = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (None, None)
+    except ValueError:
+        first = last = None
+    if first is None or last is None or first < 0 or last < first:
+        raise PipelineError(f"layer range {text!r} must look like 0-7 (first <= last, both >= 0)")
+    return first, last

@@ -1,0 +1,267 @@
+"""Stages 8-9 end to end: the phases run_vectorfind.py runs (sample, directions, evaluate, compare).
+
+Outputs under output_dir (default vectorfind/v8/):
+    samples/shard_*.npz                    w, scores, seed and index range per shard
+    property_score_vectors/                the chosen direction set ({eyes|mouth|pose}_change_w_vector_{group}.csv)
+    property_score_vectors_{plain|conditional}/   both sets, always oriented towards more
+    svm_accuracy.csv                       per (property, group) SVM train/validation accuracy, pooled rows
+    directions_info.json                   generator used, medians, orientation, kind, timings
+    image_generation_report/ or final_vector_test_report/   the evaluation (see vectorfind/evaluation.py)
+    leakage.csv, variant_comparison.csv, strips/strip_*.png, summary.png   (compare phase)
+and medians_dir/property_scores_{sampled,mean_and_median}.csv (the grouping medians).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from common.config import config_to_dict, dump_config, resolve_repo_path
+from common.errors import PipelineError
+from common.fileio import atomic_write_csv, atomic_write_text
+from vectorfind.directions import (GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, direction_path,
+                                   load_directions, save_direction, score_column)
+from vectorfind.evaluation import EvaluationSettings, evaluate, read_cases
+from vectorfind.models import (Scorer, choose_generator, load_chosen_generator, pick_device,
+                               property_cnn_scorer)
+from vectorfind.sampling import (distributed_rank_world, file_digest, load_samples, run_fingerprint,
+                                 sample_shards, wait_for_all)
+from vectorfind.settings import VectorFindConfig, parse_layer_range
+from vectorfind.svm import compute_medians, enable_sklearnex, fit_directions, oriented
+
+PHASES = ("sample", "directions", "evaluate", "compare")
+MEDIAN_FILE = "property_scores_mean_and_median.csv"
+SAMPLED_FILE = "property_scores_sampled.csv"
+MEDIAN_COLUMNS = {"hair_color": "hair_color", "hair_length": "hair_length", "background_mean": "background_score",
+                  "hairstyle": "hairstyle"}  # our score name -> the original's column name
+
+
+@dataclass
+class Context:
+    """What the phases run on; run_vectorfind.py builds it from the config, tests inject tiny models."""
+
+    config: VectorFindConfig
+    generator: torch.nn.Module
+    scorer: Scorer
+    generator_description: str
+    fingerprint: str
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    progress: bool = True
+
+    @property
+    def out(self) -> Path:
+        return resolve_repo_path(self.config.output_dir)
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.out / "samples"
+
+    @property
+    def medians_dir(self) -> Path:
+        return resolve_repo_path(self.config.medians_dir)
+
+
+def build_context(config: VectorFindConfig, progress: bool = True) -> Context:
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    rank, world = distributed_rank_world()
+    device = pick_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    choice = choose_generator(config.generator, config.profile)
+    generator = load_chosen_generator(choice, device)
+    # a fixed inner batch (a multiple of ROW_MULTIPLE), so the scores do not depend on --batch-size
+    scorer = property_cnn_scorer(config.property_cnn, generator.resolution, 256, device)
+    cnn_path = resolve_repo_path(config.property_cnn)
+    fingerprint = run_fingerprint(choice.path, f"{cnn_path.name}:{file_digest(cnn_path)}", config.seed,
+                                  choice.label_size)
+    return Context(config, generator, scorer, choice.describe(), fingerprint, device, rank, world,
+                   progress and rank == 0)
+
+
+def median_fingerprint(ctx: Context) -> str:
+    info = json.loads(ctx.fingerprint)
+    info["seed"] = ctx.config.median_seed
+    return json.dumps(info, sort_keys=True)
+
+
+def run_sample(ctx: Context, force: bool = False) -> dict:
+    config = ctx.config
+    started = time.perf_counter()
+    computed = sample_shards(ctx.generator, ctx.scorer, ctx.samples_dir, config.num_samples, config.shard_size,
+                             config.seed, config.batch_size, ctx.fingerprint, ctx.device, force, ctx.rank, ctx.world,
+                             ctx.progress)
+    if config.median_source == "separate":
+        computed += sample_shards(ctx.generator, ctx.scorer, ctx.medians_dir / "samples", config.median_samples,
+                                  config.shard_size, config.median_seed, config.batch_size, median_fingerprint(ctx),
+                                  ctx.device, force, ctx.rank, ctx.world, ctx.progress, desc="median sample")
+    seconds = time.perf_counter() - started
+    wait_for_all()
+    if ctx.rank == 0:
+        write_medians(ctx)
+    wait_for_all()
+    return {"computed": computed, "seconds": seconds,
+            "images_per_second": computed / seconds if computed and seconds > 0 else float("nan")}
+
+
+def write_medians(ctx: Context) -> dict[str, float]:
+    """Grouping medians from the sample itself or the separate run, written in the original's two files."""
+    config = ctx.config
+    if config.median_source == "separate":
+        scores = load_samples(ctx.medians_dir / "samples", config.median_samples, config.shard_size,
+                              median_fingerprint(ctx)).scores
+    else:
+        scores = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint).scores
+    columns = {MEDIAN_COLUMNS[p]: scores[:, score_column(p)] for p in GROUP_PROPERTIES}
+    sampled = pd.DataFrame({"img_no": np.arange(len(scores))} | columns)
+    atomic_write_csv(sampled.round(4), ctx.medians_dir / SAMPLED_FILE, index=False)
+    medians = compute_medians(scores)
+    table = pd.DataFrame([{"value_type": "mean"} | {MEDIAN_COLUMNS[p]: float(columns[MEDIAN_COLUMNS[p]].mean())
+                                                    for p in GROUP_PROPERTIES},
+                          {"value_type": "median"} | {MEDIAN_COLUMNS[p]: medians[p] for p in GROUP_PROPERTIES}])
+    atomic_write_csv(table, ctx.medians_dir / MEDIAN_FILE, index=False)
+    return medians
+
+
+def read_medians(medians_dir: Path) -> dict[str, float]:
+    path = medians_dir / MEDIAN_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path}: grouping medians not found; run the sample phase (run_vectorfind.py sample)")
+    table = pd.read_csv(path)
+    row = table[table.value_type == "median"]
+    missing = [c for c in MEDIAN_COLUMNS.values() if c not in table]
+    if row.empty or missing:
+        raise PipelineError(f"{path}: needs value_type 'median' and columns {', '.join(MEDIAN_COLUMNS.values())}")
+    return {p: float(row.iloc[0][c]) for p, c in MEDIAN_COLUMNS.items()}
+
+
+def vectors_dir(ctx: Context, kind: str | None = None) -> Path:
+    return ctx.out / ("property_score_vectors" if kind is None else f"property_score_vectors_{kind}")
+
+
+def run_directions(ctx: Context, force: bool = False) -> dict:
+    config = ctx.config
+    info_path = ctx.out / "directions_info.json"
+    settings = {k: getattr(config, k) for k in ("num_samples", "seed", "median_source", "top_ratio",
+                                                 "train_fraction", "split_seed", "svm_random_state",
+                                                 "orientation", "direction_kind")}
+    if not force and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("settings") == settings and info.get("fingerprint") == ctx.fingerprint:
+            return info | {"skipped": True}
+    started = time.perf_counter()
+    samples = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint)
+    medians = read_medians(ctx.medians_dir)
+    accelerated = enable_sklearnex()
+    found = fit_directions(samples.w, samples.scores, medians, config.top_ratio, config.train_fraction,
+                           config.split_seed, config.svm_random_state, config.svm_jobs)
+    for kind, vectors in (("plain", found.plain), ("conditional", found.conditional)):
+        for (prop, group), vector in vectors.items():
+            save_direction(direction_path(vectors_dir(ctx, kind), prop, group), vector)
+    chosen = found.plain if config.direction_kind == "plain" else found.conditional
+    for (prop, group), vector in chosen.items():
+        save_direction(direction_path(vectors_dir(ctx), prop, group), oriented(vector, config.orientation))
+    atomic_write_csv(found.accuracy, ctx.out / "svm_accuracy.csv", index=False)
+    pooled = found.accuracy[found.accuracy.group == "pooled"].set_index("property").valid_accuracy
+    info = {"generator": ctx.generator_description, "fingerprint": ctx.fingerprint, "settings": settings,
+            "medians": medians, "sklearnex": accelerated, "seconds": time.perf_counter() - started,
+            "pooled_valid_accuracy": {p: float(pooled[p]) for p in TARGET_PROPERTIES},
+            "orientation_note": ("adding a vector increases its property" if config.orientation == "more" else
+                                 "the original's sign: adding a vector decreases its property")}
+    atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def weight_scales(ctx: Context, directions_of, w: np.ndarray | None):
+    """Grid-weight multipliers per group: edit_scale, times the SD of the sample's w along each vector ('sd')."""
+    config = ctx.config
+    if config.edit_unit == "w":
+        return lambda group: {p: config.edit_scale for p in TARGET_PROPERTIES}
+    cache: dict[str, dict[str, float]] = {}
+
+    def of(group: str) -> dict[str, float]:
+        if group not in cache:
+            vectors = directions_of(group)
+            cache[group] = {p: config.edit_scale * float(np.std(w.astype(np.float64) @ vectors[p].astype(np.float64)))
+                            for p in TARGET_PROPERTIES}
+        return cache[group]
+
+    return of
+
+
+def cached_directions(directory: Path):
+    cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def of(group: str) -> dict[str, np.ndarray]:
+        if group not in cache:
+            cache[group] = load_directions(directory, group)
+        return cache[group]
+
+    return of
+
+
+def run_evaluate(ctx: Context, force: bool = False) -> dict:
+    config = ctx.config
+    generator = ctx.generator
+    latents_csv = ctx.out / "ohlora_z_vectors.csv"
+    cases = read_cases(latents_csv, ctx.out / "ohlora_w_group_names.csv", config.eval_cases, config.eval_seed,
+                       generator.z_space_dim, generator.label_size)
+    report_dir = ctx.out / ("final_vector_test_report" if cases.source != "random" else "image_generation_report")
+    directions_of = cached_directions(vectors_dir(ctx))
+    for group in GROUP_NAMES:
+        directions_of(group)  # a missing vectors file fails here, before any image is made
+    w = None
+    if config.edit_unit == "sd":
+        w = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint).w
+    settings = EvaluationSettings(config.thresholds, parse_layer_range(config.edit_layers), config.eval_batch_size,
+                                  config.save_images, config.png_check_cases, config.stop_after_passes)
+    digest = hashlib.sha1(b"".join(directions_of(g)[p].tobytes() for g in GROUP_NAMES for p in TARGET_PROPERTIES))
+    fingerprint = json.dumps({"directions": digest.hexdigest(), "run": ctx.fingerprint} | {k: getattr(config, k) for k in (
+        "edit_layers", "edit_unit", "edit_scale", "eval_seed", "eval_cases", "eyes_threshold", "mouth_threshold",
+        "pose_threshold")}, sort_keys=True)
+    summary = evaluate(generator, ctx.scorer, directions_of, read_medians(ctx.medians_dir), cases, report_dir,
+                       settings, weight_scales(ctx, directions_of, w), fingerprint, force, ctx.device, ctx.progress)
+    return summary | {"report_dir": str(report_dir)}
+
+
+def run_phases(ctx: Context, phases, force: bool = False) -> dict:
+    """Run the named phases in order (sampling on every process, the rest on rank 0); returns their summaries."""
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        raise PipelineError(f"unknown phase(s) {', '.join(unknown)}; choose from {', '.join(PHASES)} or all")
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    if ctx.rank == 0:
+        dump_config(ctx.config, ctx.out / "vectorfind_config.json")
+    results: dict = {"generator": ctx.generator_description}
+    for phase in PHASES:
+        if phase not in phases:
+            continue
+        if phase != "sample" and ctx.rank != 0:
+            continue
+        started = time.perf_counter()
+        if phase == "sample":
+            results[phase] = run_sample(ctx, force)
+        elif phase == "directions":
+            results[phase] = run_directions(ctx, force)
+        elif phase == "evaluate":
+            results[phase] = run_evaluate(ctx, force)
+        else:
+            from vectorfind.compare import run_compare
+
+            results[phase] = run_compare(ctx, force)
+        results[phase]["phase_seconds"] = time.perf_counter() - started
+    if ctx.rank == 0:
+        summary_path = ctx.out / "vectorfind_summary.json"
+        previous = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        merged = previous | results | {"config": config_to_dict(ctx.config)}
+        atomic_write_text(summary_path, json.dumps(merged, indent=2, default=str) + "\n")
+    return results

@@ -1,0 +1,177 @@
+"""Stage 8, directions: 16 groups, top/bottom k per (property, group), seeded split, LinearSVC, unit normals.
+
+Orientation: the SVM is fitted with class 1 = the group's top k ('largest'), so its normal points towards larger
+scores and adding it increases the property. The original's string classes made 'smallest' the positive side;
+`orientation='original'` negates our vectors to reproduce that.
+
+Conditional directions (InterFaceGAN-style): each target direction projected onto the orthogonal complement of
+the span of the group's other two target directions and of the four grouping attributes' directions (fitted the
+same way on the whole sample), then renormalised, so an edit moves the chosen property while leaving the others'
+linear predictors unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from common.errors import PipelineError
+from vectorfind.directions import GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, score_column
+
+ACCURACY_COLUMNS = ("property", "group", "group_size", "k", "n_train", "n_valid", "train_accuracy",
+                    "valid_accuracy")
+
+
+def compute_medians(scores: np.ndarray) -> dict[str, float]:
+    return {p: float(np.median(scores[:, score_column(p)])) for p in GROUP_PROPERTIES}
+
+
+def group_members(scores: np.ndarray, medians: dict[str, float]) -> dict[str, np.ndarray]:
+    """Sample indices of each of the 16 groups ('h' = score >= median), in GROUP_NAMES order."""
+    high = scores[:, [score_column(p) for p in GROUP_PROPERTIES]] >= np.array([medians[p] for p in GROUP_PROPERTIES])
+    # GROUP_NAMES enumerates 'h' before 'l' with the first property most significant: code = sum of low bits.
+    code = (~high).astype(np.int64) @ (1 << np.arange(len(GROUP_PROPERTIES) - 1, -1, -1))
+    return {name: np.flatnonzero(code == g) for g, name in enumerate(GROUP_NAMES)}
+
+
+def top_bottom(values: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the k largest and k smallest values, k = max(int(ratio x n), 1); ties by position."""
+    n = len(values)
+    if n < 2:
+        raise PipelineError(f"a group has {n} sample(s); the SVM needs at least 2 - sample more (--num-samples)")
+    k = max(int(ratio * n), 1)
+    order = np.argsort(values, kind="stable")
+    return order[n - k:], order[:k]
+
+
+def split_class(indices: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    shuffled = rng.permutation(indices)
+    n_train = min(max(int(fraction * len(shuffled)), 1), len(shuffled))
+    return shuffled[:n_train], shuffled[n_train:]
+
+
+@dataclass
+class SvmFit:
+    vector: np.ndarray   # unit normal, towards the top class
+    train_accuracy: float
+    valid_accuracy: float
+    n_train: int
+    n_valid: int
+
+
+def enable_sklearnex() -> bool:
+    """patch_sklearn() as the original; False when scikit-learn-intelex is not installed."""
+    try:
+        from sklearnex import patch_sklearn
+    except ImportError:
+        return False
+    import logging
+
+    logging.getLogger("sklearnex").setLevel(logging.WARNING)
+    patch_sklearn(verbose=False)
+    return True
+
+
+def fit_linear_svm(w: np.ndarray, top: np.ndarray, bottom: np.ndarray, fraction: float, split_seed,
+                   random_state: int) -> SvmFit:
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(split_seed)
+    top_train, top_valid = split_class(top, fraction, rng)
+    bottom_train, bottom_valid = split_class(bottom, fraction, rng)
+    train = np.concatenate([top_train, bottom_train])
+    valid = np.concatenate([top_valid, bottom_valid])
+    y_train = np.r_[np.ones(len(top_train)), np.zeros(len(bottom_train))].astype(np.int64)
+    y_valid = np.r_[np.ones(len(top_valid)), np.zeros(len(bottom_valid))].astype(np.int64)
+    svm = LinearSVC(random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # liblinear's max_iter warning; the original ran with the same defaults
+        svm.fit(w[train], y_train)
+    normal = svm.coef_[0].astype(np.float64)
+    norm = np.linalg.norm(normal)
+    if not np.isfinite(norm) or norm == 0:
+        raise PipelineError("an SVM normal came out zero; the scores do not separate (check the property CNN)")
+    valid_accuracy = float((svm.predict(w[valid]) == y_valid).mean()) if len(valid) else float("nan")
+    return SvmFit((normal / norm).astype(np.float32), float((svm.predict(w[train]) == y_train).mean()),
+                  valid_accuracy, len(train), len(valid))
+
+
+def _fit_job(w, scores, members, prop, ratio, fraction, seed, random_state):
+    enable_sklearnex()
+    top, bottom = top_bottom(scores[members, score_column(prop)], ratio)
+    return fit_linear_svm(w, members[top], members[bottom], fraction, seed, random_state), len(members), len(top)
+
+
+@dataclass
+class DirectionSet:
+    plain: dict[tuple[str, str], np.ndarray]          # (property, group) -> unit vector towards more
+    conditional: dict[tuple[str, str], np.ndarray]
+    attributes: dict[str, np.ndarray]                 # grouping attribute directions (whole sample)
+    accuracy: pd.DataFrame
+
+
+def fit_directions(w: np.ndarray, scores: np.ndarray, medians: dict[str, float], ratio: float = 0.2,
+                   fraction: float = 0.8, split_seed: int = 2025, random_state: int = 2025, jobs: int = 1
+                   ) -> DirectionSet:
+    """One LinearSVC per (target property, group) plus one per grouping attribute on the whole sample."""
+    groups = group_members(scores, medians)
+    empty = [g for g, m in groups.items() if len(m) < 2]
+    if empty:
+        raise PipelineError(f"group(s) {', '.join(empty)} have fewer than 2 samples; sample more (--num-samples)")
+    tasks = [(p, g) for p in TARGET_PROPERTIES for g in GROUP_NAMES]
+    everyone = np.arange(len(w))
+    tasks += [(a, "all") for a in GROUP_PROPERTIES]
+    members_of = {g: groups[g] for g in GROUP_NAMES} | {"all": everyone}
+    all_props = TARGET_PROPERTIES + GROUP_PROPERTIES
+
+    def seed_of(prop, group):
+        return [split_seed, all_props.index(prop), (GROUP_NAMES + ("all",)).index(group)]
+
+    args = [(w, scores, members_of[g], p, ratio, fraction, seed_of(p, g), random_state) for p, g in tasks]
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs)(delayed(_fit_job)(*a) for a in args)
+    else:
+        results = [_fit_job(*a) for a in args]
+    plain, attributes, rows = {}, {}, []
+    for (prop, group), (fit, size, k) in zip(tasks, results):
+        if group == "all":
+            attributes[prop] = fit.vector
+        else:
+            plain[(prop, group)] = fit.vector
+        rows.append({"property": prop, "group": group, "group_size": size, "k": k, "n_train": fit.n_train,
+                     "n_valid": fit.n_valid, "train_accuracy": fit.train_accuracy,
+                     "valid_accuracy": fit.valid_accuracy})
+    accuracy = pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
+    pooled = []
+    for prop in TARGET_PROPERTIES:
+        part = accuracy[(accuracy.property == prop) & (accuracy.group != "all")]
+        pooled.append({"property": prop, "group": "pooled", "group_size": int(part.group_size.sum()),
+                       "k": int(part.k.sum()), "n_train": int(part.n_train.sum()), "n_valid": int(part.n_valid.sum()),
+                       "train_accuracy": float((part.train_accuracy * part.n_train).sum() / part.n_train.sum()),
+                       "valid_accuracy": float((part.valid_accuracy * part.n_valid).sum() / max(part.n_valid.sum(), 1))})
+    accuracy = pd.concat([accuracy, pd.DataFrame(pooled)], ignore_index=True)
+    conditional = {(p, g): project_off(plain[(p, g)], [plain[(q, g)] for q in TARGET_PROPERTIES if q != p]
+                                       + [attributes[a] for a in GROUP_PROPERTIES])
+                   for p, g in plain}
+    return DirectionSet(plain, conditional, attributes, accuracy)
+
+
+def project_off(vector: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+    """Unit vector of `vector` minus its projection on span(others)."""
+    basis, _ = np.linalg.qr(np.stack(others, axis=1).astype(np.float64))
+    v = vector.astype(np.float64)
+    rest = v - basis @ (basis.T @ v)
+    norm = np.linalg.norm(rest)
+    if norm < 1e-6:
+        raise PipelineError("a direction lies in the span of the others; conditional directions are undefined")
+    return (rest / norm).astype(np.float32)
+
+
+def oriented(vector: np.ndarray, orientation: str) -> np.ndarray:
+    """Our vectors point towards more; 'original' flips them to the original's towards-smaller sign."""
+    return -vector if orientation == "original" else vector
