@@ -102,7 +102,7 @@ class FineTuneConfig:
     max_steps: int = field(default=300, metadata={"help": "total D steps of the run (resumes count)"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop after this much training time (0: no limit)"})
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = field(default=2, metadata={"help": "torch CPU threads (0: torch's default)"})
     channels_last: bool = True
     log_every: int = 10
     checkpoint_every: int = 50
@@ -524,7 +524,8 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
                     log: Callable[[str], None] = print) -> RunSummary:
     """Train (resuming from run_dir unless `force`) until max_steps or max_minutes, then export.
     `classifiers=None` loads the config's monitor ensembles (after the dataset, so its errors come first)."""
-    torch.set_num_threads(config.num_threads)
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
     run_dir = resolve_repo_path(config.run_dir)
     dataset = load_dataset(config.images_dir, config.labels_csv, config.resolution, log)
     if classifiers is None:

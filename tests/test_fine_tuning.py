@@ -231,3 +231,19 @@ def test_command_line_reports_a_missing_dataset_in_one_line(tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "dataset folder not found" in result.stderr
+
+
+def test_celeba256_profile_builds_v1_strictly_from_a_genforce_layout_file(tmp_path):
+    """Random weights in the official 256 px layout: every key loads, D's layer12-14 are the trainable tail."""
+    from common.config import resolve_config
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "stylegan_model.pth", StyleGANGenerator(256), StyleGANDiscriminator(256))
+    config = resolve_config(FineTuneConfig, "fine_tuning", profile="celeba256",
+                            init_checkpoint=str(tmp_path / "stylegan_model.pth"))
+    assert config.trainable_discriminator == last_discriminator_layers(256) == ["layer12", "layer13", "layer14"]
+    from stylegan_modified.fine_tuning import build_models
+
+    generator, discriminator = build_models(config)
+    assert tuple(generator.mapping.dense0.weight.shape) == (512, 528)
+    assert tuple(discriminator.layer14.weight.shape) == (1, 519) and discriminator.layer12.group_size == 16
