@@ -170,7 +170,7 @@ def pipeline_run(tmp_path_factory):
     torch.set_num_threads(1)
     tmp_path = tmp_path_factory.mktemp("vectorfind")
     ctx = make_context(tmp_path)
-    results = run_phases(ctx, ("sample", "directions", "evaluate"))
+    results = run_phases(ctx, ("sample", "directions", "evaluate", "compare"))
     torch.set_num_threads(before)
     return ctx, results
 
@@ -228,6 +228,21 @@ def test_evaluation_of_the_planted_directions_passes_every_case(pipeline_run, tm
     os.symlink(ctx.medians_dir, run.medians_dir)
     summary = run_phases(run, ("evaluate",))["evaluate"]
     assert summary["passed"] == 3 and min(summary["mean_corr"].values()) > 0.99, summary
+
+
+def test_compare_reports_leakage_drift_strips_and_summary(pipeline_run):
+    ctx, results = pipeline_run
+    table = pd.read_csv(ctx.out / "variant_comparison.csv")
+    assert list(table.variant) == ["plain_all", "plain_0-5", "conditional_all", "conditional_0-5"]
+    assert (table[[f"{p}_self_effect_sd" for p in TARGET_PROPERTIES]] > 0).all().all()
+    # the planted synthesis averages the layers: editing 6 of 10 layers gives 6/10 of the effect
+    ratio = table.set_index("variant").eyes_self_effect_sd
+    assert abs(ratio["plain_0-5"] / ratio["plain_all"] - 0.6) < 0.05
+    leakage = pd.read_csv(ctx.out / "leakage.csv")
+    assert len(leakage) == 4 * 3 * 8
+    assert (ctx.out / "summary.png").stat().st_size > 10_000
+    assert (ctx.out / "strips" / "strip_mouth.png").is_file()
+    assert results["compare"]["best_variant"] in set(table.variant)
 
 
 def test_original_orientation_writes_the_negated_vectors(pipeline_run, tmp_path):

@@ -127,11 +127,12 @@ def write_latent_codes(report_dir: Path, z: np.ndarray, labels: np.ndarray) -> N
 @torch.inference_mode()
 def evaluate(generator, scorer: Scorer, directions_of, medians: dict[str, float], cases: Cases, report_dir: Path,
              settings: EvaluationSettings, weight_scale_of=None, fingerprint: str = "", force: bool = False,
-             device="cpu", progress: bool = True) -> dict:
+             device="cpu", progress: bool = True, collect=None) -> dict:
     """Run the protocol on every case; returns the summary (also written as evaluation_summary.json).
 
     directions_of(group) -> {'eyes': v, 'mouth': v, 'pose': v}; weight_scale_of(group) -> {'eyes': s, ...}
-    multiplies the grid weights (None: 1)."""
+    multiplies the grid weights (None: 1). collect(case, grid, scores [50, 8], images [50, H, W, 3]) is called
+    for every case computed in this run (the leakage comparison uses it)."""
     started = time.perf_counter()
     report_dir.mkdir(parents=True, exist_ok=True)
     previous = report_dir / FINGERPRINT_FILE
@@ -172,6 +173,8 @@ def evaluate(generator, scorer: Scorer, directions_of, medians: dict[str, float]
                 group, case_scores, case_images, original = computed[i]
                 target = case_scores[:, [score_column(p) for p in TARGET_PROPERTIES]]
                 inmemory_scores[i] = target
+                if collect is not None:
+                    collect(i, grid, case_scores, case_images)
                 if settings.save_images:
                     save_image(original, case_dir(report_dir, i) / f"case_{i:03d}_{VECTOR_NO:03d}_original.png")
                     for k, image in enumerate(case_images):

@@ -1,0 +1,181 @@
+"""Beyond the original's metrics: leakage and drift of plain vs conditional directions, all layers vs a range.
+
+Each variant runs the evaluation protocol on the first `compare_cases` cases (compare/{kind}_{layers}/). From every
+case's 50 edited images, least squares of each score and each pixel on the grid weights (eyes, mouth, pose,
+intercept) gives the change per unit edit of each property:
+    self effect   d score_p / d weight_p, in SD of the population's score p (higher = stronger edit)
+    leakage       |d score_q / d weight_p| for the other 7 scores q, in SD of their population (lower = cleaner);
+                  also divided by the self effect (leakage_per_self), the fair comparison of all layers vs a range
+    drift         mean |d pixel / d weight_p| (uint8 levels) outside the property's crop box for eyes and mouth
+                  (the property CNN's eyes / mouth windows), over the whole image for pose
+Also: a strip per property (one face, weights -2..+2 in the evaluation's units) and summary.png.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.fileio import atomic_write_csv, atomic_write_text, save_image
+from common.images import make_grid
+from vectorfind.directions import SCORE_NAMES, TARGET_PROPERTIES, edit_w, group_name, score_column
+from vectorfind.evaluation import Cases, EvaluationSettings, evaluate
+from vectorfind.sampling import codes_to_w, load_samples, render, sample_codes, score
+from vectorfind.settings import parse_layer_range
+
+# crop windows of the property CNN at 256 px (rows, cols), scaled to the generator's resolution
+BOXES_256 = {"eyes": ((96, 144), (64, 192)), "mouth": ((160, 208), (96, 160))}
+
+
+def outside_mask(prop: str, resolution: int) -> np.ndarray:
+    mask = np.ones((resolution, resolution), bool)
+    if prop in BOXES_256:
+        (r0, r1), (c0, c1) = BOXES_256[prop]
+        f = resolution / 256
+        mask[int(r0 * f):int(r1 * f), int(c0 * f):int(c1 * f)] = False
+    return mask
+
+
+class EffectCollector:
+    """Per case: slopes of the 8 scores and of every pixel on the three grid weights."""
+
+    def __init__(self, resolution: int):
+        self.score_slopes: list[np.ndarray] = []   # [3, 8] per case
+        self.drift: list[np.ndarray] = []          # [3] per case
+        self.masks = {p: outside_mask(p, resolution) for p in TARGET_PROPERTIES}
+
+    def __call__(self, case, grid, scores, images):
+        design = np.column_stack([grid, np.ones(len(grid))])
+        coef, *_ = np.linalg.lstsq(design, scores.astype(np.float64), rcond=None)
+        self.score_slopes.append(coef[:3])
+        pixels = images.reshape(len(images), -1).astype(np.float64)
+        pixel_coef, *_ = np.linalg.lstsq(design, pixels, rcond=None)
+        per_pixel = np.abs(pixel_coef[:3]).reshape(3, *images.shape[1:]).mean(axis=3)  # [3, H, W]
+        self.drift.append(np.array([per_pixel[j][self.masks[p]].mean() for j, p in enumerate(TARGET_PROPERTIES)]))
+
+
+def variant_name(kind: str, layers: tuple[int, int] | None) -> str:
+    return f"{kind}_{'all' if layers is None else f'{layers[0]}-{layers[1]}'}"
+
+
+def run_compare(ctx, force: bool = False) -> dict:
+    from vectorfind.stage import cached_directions, read_medians, vectors_dir, weight_scales
+
+    config = ctx.config
+    out = ctx.out
+    summary_path = out / "compare" / "compare_summary.json"
+    key = json.dumps({"run": ctx.fingerprint, "cases": config.compare_cases, "layers": config.compare_layers,
+                      "unit": config.edit_unit, "scale": config.edit_scale, "edit_layers": config.edit_layers,
+                      "kind": config.direction_kind}, sort_keys=True)
+    if not force and summary_path.is_file():
+        previous = json.loads(summary_path.read_text())
+        if previous.get("key") == key:
+            return previous | {"skipped": True}
+    generator = ctx.generator
+    samples = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint)
+    population_sd = samples.scores.std(axis=0).astype(np.float64)
+    medians = read_medians(ctx.medians_dir)
+    cases = Cases(*sample_codes(config.eval_seed, range(config.compare_cases), generator.z_space_dim,
+                                generator.label_size), None, "random")
+    range_layers = parse_layer_range(config.compare_layers)
+    variants = [(kind, layers) for kind in ("plain", "conditional") for layers in (None, range_layers)]
+    rows, leakage_rows = [], []
+    for kind, layers in variants:
+        name = variant_name(kind, layers)
+        directions_of = cached_directions(vectors_dir(ctx, kind))
+        collector = EffectCollector(generator.resolution)
+        settings = EvaluationSettings(config.thresholds, layers, config.eval_batch_size, False, 0, 0)
+        result = evaluate(generator, ctx.scorer, directions_of, medians, cases, out / "compare" / name, settings,
+                          weight_scales(ctx, directions_of, samples.w), key, True, ctx.device, ctx.progress,
+                          collect=collector)
+        slopes = np.mean(collector.score_slopes, axis=0) / population_sd  # [3, 8] in population SDs
+        drift = np.mean(collector.drift, axis=0)
+        row = {"variant": name, "kind": kind, "layers": "all" if layers is None else f"{layers[0]}-{layers[1]}",
+               "cases": result["cases"], "passed": result["passed"], "pass_rate": result["pass_rate"]}
+        for j, prop in enumerate(TARGET_PROPERTIES):
+            others = [q for q in SCORE_NAMES if q != prop]
+            row[f"{prop}_mean_abs_r"] = result["mean_abs_corr"][prop]
+            row[f"{prop}_self_effect_sd"] = float(slopes[j, score_column(prop)])
+            row[f"{prop}_leakage_sd"] = float(np.mean([abs(slopes[j, score_column(q)]) for q in others]))
+            row[f"{prop}_drift_levels"] = float(drift[j])
+            # per unit of the property's own change, so a weaker (layer-range) edit is not credited as cleaner
+            row[f"{prop}_leakage_per_self"] = row[f"{prop}_leakage_sd"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
+            row[f"{prop}_drift_per_self"] = row[f"{prop}_drift_levels"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
+            for q in SCORE_NAMES:
+                leakage_rows.append({"variant": name, "edited": prop, "score": q,
+                                     "change_per_unit_sd": float(slopes[j, score_column(q)])})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    atomic_write_csv(table, out / "variant_comparison.csv", index=False)
+    leakage = pd.DataFrame(leakage_rows)
+    atomic_write_csv(leakage, out / "leakage.csv", index=False)
+    chosen = variant_name(config.direction_kind, parse_layer_range(config.edit_layers))
+    write_strips(ctx, cases, medians, samples.w)
+    write_summary_png(table, leakage, chosen if chosen in set(table.variant) else table.variant[0],
+                      out / "summary.png")
+    ranked = table.assign(total=sum(table[f"{p}_mean_abs_r"] for p in TARGET_PROPERTIES)).sort_values(
+        ["pass_rate", "total"], ascending=False)
+    lines = [f"{r.variant}: pass {r.passed}/{r.cases}, mean |r| " +
+             " ".join(f"{p} {getattr(r, f'{p}_mean_abs_r'):.3f}" for p in TARGET_PROPERTIES) +
+             ", leakage (SD) " + " ".join(f"{p} {getattr(r, f'{p}_leakage_sd'):.3f}" for p in TARGET_PROPERTIES)
+             for r in table.itertuples()]
+    result = {"key": key, "variants": rows, "best_variant": str(ranked.variant.iloc[0]), "lines": lines}
+    atomic_write_text(summary_path, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def write_strips(ctx, cases, medians, w_sample) -> None:
+    """strips/strip_{property}.png: case 0 edited along the chosen directions from -2 to +2."""
+    from vectorfind.stage import cached_directions, vectors_dir, weight_scales
+
+    config = ctx.config
+    generator = ctx.generator
+    directions_of = cached_directions(vectors_dir(ctx))
+    w = codes_to_w(generator, cases.z[:1], cases.labels[:1], ctx.device)
+    unedited = render(generator, generator.truncation(w))
+    group = group_name(score(ctx.scorer, unedited)[0], medians)
+    scale = weight_scales(ctx, directions_of, w_sample)(group)
+    weights = np.linspace(-2.0, 2.0, config.strip_weights)
+    for prop in TARGET_PROPERTIES:
+        wp = edit_w(w.expand(len(weights), -1), directions_of(group), {prop: weights * scale[prop]},
+                    generator.num_layers, parse_layer_range(config.edit_layers))
+        save_image(make_grid(render(generator, wp), ncols=len(weights)), ctx.out / "strips" / f"strip_{prop}.png")
+
+
+def write_summary_png(table: pd.DataFrame, leakage: pd.DataFrame, chosen: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_r, ax_leak) = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / len(table)
+    x = np.arange(len(TARGET_PROPERTIES))
+    for i, row in enumerate(table.itertuples()):
+        values = [getattr(row, f"{p}_mean_abs_r") for p in TARGET_PROPERTIES]
+        ax_r.bar(x + i * width, values, width, label=f"{row.variant} (pass {row.pass_rate:.0%})")
+    ax_r.set_xticks(x + width * (len(table) - 1) / 2, TARGET_PROPERTIES)
+    ax_r.set_ylim(0, 1.3)
+    ax_r.set_yticks(np.linspace(0, 1, 6))
+    ax_r.set_ylabel("mean |r| over cases")
+    ax_r.legend(fontsize=8, loc="upper center", ncol=2)
+    ax_r.set_title("correlation of edit weight and score")
+    part = leakage[leakage.variant == chosen].pivot(index="edited", columns="score", values="change_per_unit_sd")
+    part = part.loc[list(TARGET_PROPERTIES), list(SCORE_NAMES)]
+    image = ax_leak.imshow(part.to_numpy(), cmap="coolwarm", vmin=-1, vmax=1)
+    ax_leak.set_xticks(range(len(SCORE_NAMES)), SCORE_NAMES, rotation=40, ha="right", fontsize=8)
+    ax_leak.set_yticks(range(len(TARGET_PROPERTIES)), TARGET_PROPERTIES)
+    for (r, c), v in np.ndenumerate(part.to_numpy()):
+        ax_leak.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    ax_leak.set_title(f"score change per unit edit, population SD ({chosen})")
+    fig.colorbar(image, ax=ax_leak, shrink=0.8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from common.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
