@@ -163,7 +163,7 @@ class BranchCNN(nn.Module):
 
 
 def _initialise(model: nn.Module) -> None:
-    """He init for the LeakyReLU convs, Xavier for the tanh FC1 and the heads, zero biases. With PyTorch's
+    """He init for the LeakyReLU convs, Xavier for FC1 and the heads, zero biases. With PyTorch's
     default init the signal shrinks at every conv and training needs many epochs to get going, which the
     embedded profile's epoch cap cannot afford (the same reason as stage 2's CNNs)."""
     for module in model.modules():
@@ -171,7 +171,9 @@ def _initialise(model: nn.Module) -> None:
             nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Sequential) and isinstance(module[0], nn.Linear):  # FC1 -> tanh
-            nn.init.xavier_uniform_(module[0].weight, gain=nn.init.calculate_gain("tanh"))
+            # Gain 1, not tanh's 5/3: FC1 sees thousands of max-pooled features, and the larger gain
+            # saturates the tanh from the start (a branch then outputs a constant).
+            nn.init.xavier_uniform_(module[0].weight)
             nn.init.zeros_(module[0].bias)
     for module in model.modules():
         if isinstance(module, (BranchCNN, HairstyleScoreCNN)) and hasattr(module, "fc_final"):
