@@ -20,27 +20,26 @@ __all__ = ["build_app", "serve", "write_selection"]
 NO_WORD = "-"
 SLIDER_RANGE = 3.0
 CSS = "#face img, #play img, #case_face img, #label_image img {image-rendering: pixelated;}"
-# Arrow keys (and Backspace) become the key box's back / forward characters, so a
+# In the key box, left arrow (or Backspace) and right arrow press the back / forward buttons, so a
 # person labels with the keyboard alone; opening the Label tab puts the cursor in the key box.
-KEYS_JS = f"""
-() => {{
+KEYS_JS = """
+() => {
   const box = () => document.querySelector('#label_key textarea, #label_key input');
-  document.addEventListener('keydown', (event) => {{
+  document.addEventListener('keydown', (event) => {
     const target = box();
     if (!target || document.activeElement !== target) return;
-    let key = null;
-    if (event.key === 'ArrowLeft' || event.key === 'Backspace') key = '{BACK_KEY}';
-    if (event.key === 'ArrowRight') key = '{FORWARD_KEY}';
-    if (key === null) return;
+    let button = null;
+    if (event.key === 'ArrowLeft' || event.key === 'Backspace') button = '#label_back';
+    if (event.key === 'ArrowRight') button = '#label_forward';
+    if (button === null) return;
     event.preventDefault();
-    target.value = target.value + key;
-    target.dispatchEvent(new Event('input', {{bubbles: true}}));
-  }}, true);
-  document.addEventListener('click', (event) => {{
+    document.querySelector(button).click();
+  }, true);
+  document.addEventListener('click', (event) => {
     const tab = event.target.closest('button[role=tab]');
     if (tab && tab.textContent.includes('Label')) setTimeout(() => box() && box().focus(), 200);
-  }});
-}}
+  });
+}
 """
 
 
@@ -252,6 +251,9 @@ def build_label_tab(gr, app, store: LabelStore) -> None:
             with gr.Column():
                 progress = gr.Textbox(elem_id="label_progress", label="progress", interactive=False)
                 key_box = gr.Textbox(elem_id="label_key", label="keys", placeholder="type the answer keys here")
+                with gr.Row():
+                    back = gr.Button("back", elem_id="label_back", size="sm")
+                    forward = gr.Button("forward", elem_id="label_forward", size="sm")
 
         def show(state: dict):
             answers = store.answers()
@@ -278,6 +280,17 @@ def build_label_tab(gr, app, store: LabelStore) -> None:
 
         key_box.input(on_key, [key_box, session], [session, picture, progress], show_progress="hidden",
                       trigger_mode="always_last", concurrency_limit=1)
+
+        def on_move(step_key):
+            def move(state):
+                result = apply_keys(store, LabelSession(state["position"], state["given"]), step_key)
+                new_state = {**state, "position": result.position, "given": result.given}
+                return (new_state, *show(new_state))
+            return move
+
+        for button, step_key in ((back, BACK_KEY), (forward, FORWARD_KEY)):
+            button.click(on_move(step_key), session, [session, picture, progress], show_progress="hidden",
+                         concurrency_limit=1)
 
         def resume():
             # Every page load starts at the first unlabelled image, so a reload or restart resumes.
