@@ -19,7 +19,8 @@ __all__ = ["build_app", "serve", "write_selection"]
 
 NO_WORD = "-"
 SLIDER_RANGE = 3.0
-CSS = "#face img, #play img, #case_face img, #label_image img {image-rendering: pixelated;}"
+CSS = ("#face img, #play img, #case_face img, #label_image img {image-rendering: pixelated; width: 100%; "
+       "height: 100%; object-fit: contain;}")
 # In the key box, left arrow (or Backspace) and right arrow press the back / forward buttons, so a
 # person labels with the keyboard alone; opening the Label tab puts the cursor in the key box.
 KEYS_JS = """
