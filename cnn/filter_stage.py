@@ -1,12 +1,14 @@
-"""Stage 2: label, train the gender / quality CNN ensembles, score every image, keep the good ones.
+"""Stage 2 (and stage 7's v8 dataset): label, train one CNN ensemble per binary property, score
+every image, keep the ones the keep rule accepts.
 
-Inputs: stage 1's `stylegan/synthesize_results/{i:06d}.png|jpg` and the label file
-`cnn/synthesize_results_quality_and_gender.csv` (img_name, quality, gender), supplied by the
-user (celeba256) or written by the bundled annotator (embedded, `cnn/annotate.py`).
-Outputs, with the original's names and columns: `cnn/models/{p}_model_{k}.pt`,
-`cnn/log/train_log_{p}.csv`, `cnn/log/epoch_detail_{p}_{k}.csv`,
-`cnn/inference_result/{p}.csv`, `cnn/all_image_quality_and_gender.csv` and the kept images
-in `stylegan/synthesize_results_filtered/`, plus `cnn/kept_vs_rejected.png`.
+The properties, their CNNs, label columns and keep rule come from the config's `properties` table
+(cnn/properties.py): stage 2 is gender and quality, `--stage v8_dataset` adds age and glass.
+Inputs: stage 1's `{images_dir}/{i:06d}.png|jpg` and the label file (id column + one 0/1 column per
+property), supplied by the user (celeba256) or written by the bundled annotator (embedded,
+`cnn/annotate.py`; hand labels are never overwritten). Outputs, with the original's names and
+columns: `{models_dir}/{p}_model_{k}.pt`, `{log_dir}/train_log_{p}.csv`,
+`{log_dir}/epoch_detail_{p}_{k}.csv`, `{inference_dir}/{p}.csv`, the merged scores CSV and the
+kept images in `filtered_dir`, plus the kept-vs-rejected grid and the funnel PNG.
 
 Re-runs reuse finished work: trained folds are kept (a killed run resumes at the next fold)
 unless retrain is asked for, and inference is redone only when models or images changed.
@@ -30,7 +32,8 @@ import torch
 from tqdm import tqdm
 
 from cnn.annotate import LABEL_COLUMNS, SIGNAL_COLUMNS, AnnotatorThresholds, FaceAnnotator
-from cnn.models import PROPERTIES, SUPPORTED_RESOLUTIONS, build_property_cnn
+from cnn.models import SUPPORTED_RESOLUTIONS, build_property_cnn
+from cnn.properties import PropertyRule, parse_property_rules
 from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, TrainSettings, attempt_seed, fold_splits,
                           predict_scores, train_attempt, train_fold_with_restarts)
 from common.checkpoints import load_state_strict, read_weights, save_weights
@@ -39,7 +42,7 @@ from common.errors import PipelineError
 from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
 from common.images import make_grid
 
-LABEL_REQUIRED_COLUMNS = ("img_name", "quality", "gender")
+LABEL_ID = "img_name"  # the id column's name inside the stage, whatever the labels file calls it
 ANNOTATOR_SOURCE = "annotator"
 IMAGE_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 TRAIN_LOG_COLUMNS = ("fold_no", "success", "min_val_loss", "total_epochs", "best_epoch", "elapsed_time (s)",
@@ -59,7 +62,13 @@ class CnnConfig:
     resolution: int = field(default=64, metadata={"help": "image size of the stage-1 images (64, 128 or 256)"})
     images_dir: str = "stylegan/synthesize_results"
     labels_csv: str = field(default="cnn/synthesize_results_quality_and_gender.csv",
-                            metadata={"help": "labels: img_name, quality (1 good), gender (1 female)"})
+                            metadata={"help": "labels: the id column and one 0/1 column per property"})
+    label_id_column: str = field(default="img_name", metadata={"help": "image number column of the labels file"})
+    properties: dict = field(default_factory=lambda: {
+        "gender": {"keep_min": 0.7}, "quality": {"keep_min": 0.9}}, metadata={
+        "help": "JSON table: property -> its settings (see cnn/properties.py)"})
+    keep_labelled: bool = field(default=True, metadata={
+        "help": "labelled images may be kept (stage 2); false excludes them (the v8 dataset)"})
     num_labelled: int = field(default=2000, metadata={"help": "how many of the first images the annotator labels"})
     annotate: bool = field(default=False, metadata={"help": "write missing labels with the bundled annotator"})
     annotator_min_face_probability: float = 0.8
@@ -87,12 +96,7 @@ class CnnConfig:
     patience: int = field(default=20, metadata={"help": "early stopping: epochs without a new best val loss"})
     cosine_t_max: int = 10
     max_restarts: int = field(default=5, metadata={"help": "cap on the restart rule's retrainings per fold"})
-    gender_restart_loss: float = 0.35
-    quality_restart_loss: float = 0.13
-    gender_metric_threshold: float = 0.5
-    quality_metric_threshold: float = 0.9
-    min_gender_score: float = field(default=0.7, metadata={"help": "keep images with gender score >= this"})
-    min_quality_score: float = field(default=0.9, metadata={"help": "keep images with quality score >= this"})
+    funnel_png: str = "cnn/funnel.png"
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
 
     def validate(self) -> None:
@@ -108,6 +112,17 @@ class CnnConfig:
             raise PipelineError(f"[cnn] num_folds must be >= 2, got {self.num_folds}")
         if self.max_restarts < 0 or self.width_multiplier <= 0 or self.learning_rate <= 0:
             raise PipelineError("[cnn] max_restarts must be >= 0, width_multiplier and learning_rate > 0")
+        self.rules()  # a bad properties table fails here, before any work
+
+    def rules(self) -> list[PropertyRule]:
+        return parse_property_rules(self.properties)
+
+    def rule(self, prop: str) -> PropertyRule:
+        return next(r for r in self.rules() if r.name == prop)
+
+    @property
+    def property_names(self) -> list[str]:
+        return [r.name for r in self.rules()]
 
     def thresholds(self) -> AnnotatorThresholds:
         return AnnotatorThresholds(
@@ -118,13 +133,18 @@ class CnnConfig:
             glasses_threshold=self.annotator_glasses_threshold)
 
     def train_settings(self, prop: str) -> TrainSettings:
+        rule = self.rule(prop)
         return TrainSettings(
-            resolution=self.resolution, width_multiplier=self.width_multiplier, learning_rate=self.learning_rate,
+            resolution=self.resolution, width_multiplier=self.width_multiplier,
+            learning_rate=rule.learning_rate if rule.learning_rate is not None else self.learning_rate,
             train_batch_size=self.train_batch_size, eval_batch_size=self.eval_batch_size,
             max_epochs=self.max_epochs, patience=self.patience, cosine_t_max=self.cosine_t_max,
-            max_restarts=self.max_restarts, restart_loss=getattr(self, f"{prop}_restart_loss"),
-            metric_threshold=getattr(self, f"{prop}_metric_threshold"), num_folds=self.num_folds, seed=self.seed,
+            max_restarts=self.max_restarts, restart_loss=rule.restart_loss,
+            metric_threshold=rule.metric_threshold, num_folds=self.num_folds, seed=self.seed,
             augment_flip=self.augment_flip)
+
+    def build_model(self, prop: str) -> torch.nn.Module:
+        return build_property_cnn(prop, self.resolution, self.width_multiplier, self.rule(prop).architecture)
 
     def path(self, name: str) -> Path:
         return resolve_repo_path(getattr(self, name))
@@ -169,56 +189,75 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def read_labels(path: Path) -> pd.DataFrame:
-    """The label file as img_name, quality, gender (ints 0/1) plus label_source if present."""
+def read_labels(path: Path, id_column: str = "img_name",
+                label_columns: tuple[str, ...] = ("quality", "gender")) -> pd.DataFrame:
+    """The label file as img_name + label_columns (ints 0/1), plus label_source if present; the id
+    column is renamed to img_name inside the stage."""
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); fix or delete it") from None
-    missing = [c for c in LABEL_REQUIRED_COLUMNS if c not in frame.columns]
+    required = (id_column, *label_columns)
+    missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}; expected "
-                            f"{', '.join(LABEL_REQUIRED_COLUMNS)} (quality 1 = good, gender 1 = female)")
+        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)} "
+                            "(one 0/1 column per property: quality 1 = good, gender 1 = female, age 1 = looks old, "
+                            "glass 1 = wears glasses)")
     if frame.empty:
         raise PipelineError(f"{path}: no label rows")
-    for column in LABEL_REQUIRED_COLUMNS:
+    for column in required:
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() | (values != values.round())
-        if column != "img_name":
+        if column != id_column:
             bad |= ~values.isin([0, 1])
         elif not bad.any():
             bad |= values < 0
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise PipelineError(f"{path}: row {row + 2} has {column} = '{frame[column].iloc[row]}'; expected "
-                                + ("a non-negative image number" if column == "img_name" else "0 or 1"))
+                                + ("a non-negative image number" if column == id_column else "0 or 1"))
         frame[column] = values.astype(int)
-    if frame["img_name"].duplicated().any():
-        img = int(frame.loc[frame["img_name"].duplicated(), "img_name"].iloc[0])
-        raise PipelineError(f"{path}: img_name {img} appears more than once")
-    keep = list(LABEL_REQUIRED_COLUMNS) + (["label_source"] if "label_source" in frame.columns else [])
-    return frame[keep].sort_values("img_name", kind="stable").reset_index(drop=True)
+    if frame[id_column].duplicated().any():
+        img = int(frame.loc[frame[id_column].duplicated(), id_column].iloc[0])
+        raise PipelineError(f"{path}: {id_column} {img} appears more than once")
+    keep = list(required) + (["label_source"] if "label_source" in frame.columns else [])
+    frame = frame[keep].rename(columns={id_column: LABEL_ID})
+    return frame.sort_values(LABEL_ID, kind="stable").reset_index(drop=True)
 
 
-def labels_fingerprint(labels: pd.DataFrame) -> str:
-    text = labels[list(LABEL_REQUIRED_COLUMNS)].to_csv(index=False)
+def config_labels(config: CnnConfig, path: Path | None = None) -> pd.DataFrame:
+    """The config's labels file, with one column per property named after the property."""
+    rules = config.rules()
+    labels = read_labels(path or config.path("labels_csv"), config.label_id_column,
+                         tuple(r.label_column for r in rules))
+    return labels.rename(columns={r.label_column: r.name for r in rules})
+
+
+def labels_fingerprint(labels: pd.DataFrame, properties: list[str]) -> str:
+    text = labels[[LABEL_ID, *properties]].to_csv(index=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_annotator_labels(config: CnnConfig, images: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
     """Annotate the first num_labelled images; write the label CSV (with label_source) and the raw
     signals beside it. Returns the label frame."""
+    unknown = [r.name for r in config.rules() if r.name not in LABEL_COLUMNS]
+    if unknown:
+        raise PipelineError(f"the bundled annotator labels only {', '.join(LABEL_COLUMNS)}, not {', '.join(unknown)}; "
+                            f"supply {config.path('labels_csv')} by hand")
     chosen = images.iloc[:min(config.num_labelled, len(images))]
     pixels = load_images(list(chosen["path"]), config.resolution, progress=progress)
     annotator = FaceAnnotator(config.thresholds())
     annotated = annotator.annotate(list(pixels), progress=progress)
-    annotated.insert(0, "img_name", chosen["img_no"].to_numpy())
-    labels = annotated[list(LABEL_REQUIRED_COLUMNS)].copy()
+    annotated.insert(0, LABEL_ID, chosen["img_no"].to_numpy())
+    rules = config.rules()
+    labels = annotated[[LABEL_ID, *(r.name for r in rules)]].copy()
     labels["label_source"] = ANNOTATOR_SOURCE
     labels_path = config.path("labels_csv")
-    atomic_write_csv(labels, labels_path, index=False)
+    written = labels.rename(columns={LABEL_ID: config.label_id_column, **{r.name: r.label_column for r in rules}})
+    atomic_write_csv(written, labels_path, index=False)
     signals_path = labels_path.with_name("annotator_signals.csv")
-    atomic_write_csv(annotated[["img_name", *SIGNAL_COLUMNS, *LABEL_COLUMNS]].round(6), signals_path, index=False)
+    atomic_write_csv(annotated[[LABEL_ID, *SIGNAL_COLUMNS, *LABEL_COLUMNS]].round(6), signals_path, index=False)
     return labels
 
 
@@ -232,7 +271,7 @@ def model_path(models_dir: Path, prop: str, fold_no: int) -> Path:
 
 def load_fold_model(config: CnnConfig, prop: str, fold_no: int) -> torch.nn.Module:
     path = model_path(config.path("models_dir"), prop, fold_no)
-    model = build_property_cnn(prop, config.resolution, config.width_multiplier)
+    model = config.build_model(prop)
     state = read_weights(path, missing_hint="re-run run_cnn.py to train it")
     if not isinstance(state, dict):
         raise PipelineError(f"{path}: not a state dict of the {prop} CNN; re-run run_cnn.py with --retrain")
@@ -241,9 +280,11 @@ def load_fold_model(config: CnnConfig, prop: str, fold_no: int) -> torch.nn.Modu
 
 
 def _model_info(config: CnnConfig, prop: str, fingerprint: str) -> dict:
+    rule = config.rule(prop)
     return dict(resolution=config.resolution, width_multiplier=config.width_multiplier, seed=config.seed,
                 num_folds=config.num_folds, labels_sha256=fingerprint,
-                settings=asdict(config.train_settings(prop)))
+                architecture=json.loads(json.dumps(asdict(rule.architecture))), init_from=rule.init_from,
+                stratified=rule.stratified, settings=asdict(config.train_settings(prop)))
 
 
 def _check_reusable(config: CnnConfig, prop: str, fingerprint: str) -> None:
@@ -259,8 +300,9 @@ def _check_reusable(config: CnnConfig, prop: str, fingerprint: str) -> None:
     if stored is None:
         return
     current = _model_info(config, prop, fingerprint)
-    for key in ("resolution", "width_multiplier", "num_folds", "labels_sha256", "seed"):
-        if stored.get(key) != current[key]:
+    for key in ("resolution", "width_multiplier", "num_folds", "labels_sha256", "seed", "architecture",
+                "init_from", "stratified"):
+        if key in stored and stored.get(key) != current[key]:
             raise PipelineError(f"{config.path('models_dir')}: {prop} models were trained with {key} = "
                                 f"{stored.get(key)!r}, now {current[key]!r}; re-run with --retrain")
 
@@ -280,6 +322,23 @@ def _attempt_log_row(fold_no: int, attempt: AttemptResult, restart_loss: float, 
             "attempt": attempt.attempt, "seed": attempt.seed, "val_auroc": round(attempt.best_auroc, 6), "kept": kept}
 
 
+def _model_factory(config: CnnConfig, prop: str):
+    """Fresh models of the property's CNN, or copies of the `init_from` model (fine-tuning)."""
+    init_from = config.rule(prop).init_from
+    if not init_from:
+        return lambda: config.build_model(prop)
+    path = resolve_repo_path(init_from)
+    state = read_weights(path, missing_hint=f"train it first, or drop init_from of property {prop}")
+    check = config.build_model(prop)
+    load_state_strict(check, state, f"{path} (init_from of {prop}: needs the same resolution and width_multiplier)")
+
+    def factory():
+        model = config.build_model(prop)
+        model.load_state_dict(state)
+        return model
+    return factory
+
+
 def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.ndarray, fingerprint: str,
                    retrain: bool, log=log_line) -> pd.DataFrame:
     """Train (or reuse) the K fold models of one property; returns the train log frame."""
@@ -294,7 +353,9 @@ def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: n
         _check_reusable(config, prop, fingerprint)
     _write_model_info(config, prop, fingerprint)
     previous = pd.read_csv(log_path, index_col=0) if log_path.is_file() else pd.DataFrame(columns=TRAIN_LOG_COLUMNS)
-    splits = fold_splits(prop, labels, config.num_folds, config.seed)
+    rule = config.rule(prop)
+    splits = fold_splits(prop, labels, config.num_folds, config.seed, stratified=rule.stratified)
+    model_factory = _model_factory(config, prop)
     rows = []
     for fold_no, (train_idx, val_idx) in enumerate(splits):
         done = previous[previous["fold_no"] == fold_no] if len(previous) else previous
@@ -316,7 +377,8 @@ def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: n
                 bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", auroc=f"{row['val_auroc']:.3f}")
 
             try:
-                return train_attempt(prop, settings, images, labels, train_idx, val_idx, seed, attempt, on_epoch)
+                return train_attempt(prop, settings, images, labels, train_idx, val_idx, seed, attempt, on_epoch,
+                                     model_factory=model_factory)
             finally:
                 bar.close()
 
@@ -367,42 +429,50 @@ def _inference_is_current(csv_path: Path, img_nos: np.ndarray, model_paths: list
 
 def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chunk: int = 512,
                   log=log_line) -> dict[str, pd.DataFrame]:
-    """Score the unlabelled images with each property's K models (eval mode, batched)."""
+    """Score the unlabelled images with each property's K models (eval mode, batched); every image
+    is read once for all properties whose CSV is not current."""
     out = {}
     inference_dir = config.path("inference_dir")
-    for prop in PROPERTIES:
+    img_nos = unlabelled["img_no"].to_numpy()
+    todo = []
+    for prop in config.property_names:
         csv_path = inference_dir / f"{prop}.csv"
         paths = [model_path(config.path("models_dir"), prop, k) for k in range(config.num_folds)]
-        img_nos = unlabelled["img_no"].to_numpy()
         if not force and _inference_is_current(csv_path, img_nos, paths):
             out[prop] = pd.read_csv(csv_path)
             log(f"{prop}: reusing {csv_path} ({len(img_nos)} images)")
-            continue
-        models = [load_fold_model(config, prop, k) for k in range(config.num_folds)]
-        scores = np.zeros((len(models), len(unlabelled)), np.float64)
-        bar = tqdm(total=len(unlabelled), desc=f"{prop} inference", unit="img")
-        for start in range(0, len(unlabelled), chunk):
-            part = unlabelled.iloc[start:start + chunk]
-            batch = to_tensor(load_images(list(part["path"]), config.resolution))
-            for k, model in enumerate(models):
-                scores[k, start:start + len(part)] = predict_scores(model, batch, config.eval_batch_size)
-            bar.update(len(part))
-        bar.close()
+        else:
+            todo.append(prop)
+    if not todo:
+        return out
+    models = {prop: [load_fold_model(config, prop, k) for k in range(config.num_folds)] for prop in todo}
+    scores = {prop: np.zeros((config.num_folds, len(unlabelled)), np.float64) for prop in todo}
+    bar = tqdm(total=len(unlabelled), desc=f"inference ({', '.join(todo)})", unit="img")
+    for start in range(0, len(unlabelled), chunk):
+        part = unlabelled.iloc[start:start + chunk]
+        batch = to_tensor(load_images(list(part["path"]), config.resolution))
+        for prop in todo:
+            for k, model in enumerate(models[prop]):
+                scores[prop][k, start:start + len(part)] = predict_scores(model, batch, config.eval_batch_size)
+        bar.update(len(part))
+    bar.close()
+    for prop in todo:
         frame = pd.DataFrame({"img_no": img_nos, "img_path": [_relative(p) for p in unlabelled["path"]],
-                              f"property_{prop}_final_score": ensemble_average(scores)})
-        for k in range(len(models)):
-            frame[f"score_model_{k}"] = np.round(scores[k], 4)
-        atomic_write_csv(frame, csv_path, index=False)
+                              f"property_{prop}_final_score": ensemble_average(scores[prop])})
+        for k in range(config.num_folds):
+            frame[f"score_model_{k}"] = np.round(scores[prop][k], 4)
+        atomic_write_csv(frame, inference_dir / f"{prop}.csv", index=False)
         out[prop] = frame
     return out
 
 
-def merge_scores(images: pd.DataFrame, labels: pd.DataFrame, inference: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def merge_scores(images: pd.DataFrame, labels: pd.DataFrame, inference: dict[str, pd.DataFrame],
+                 properties: list[str]) -> pd.DataFrame:
     """One row per generated image: labels for labelled images, ensemble scores for the rest."""
     frame = pd.DataFrame({"img_no": images["img_no"].to_numpy(),
                           "img_path": [_relative(p) for p in images["path"]]})
-    for prop in PROPERTIES:
-        scores = dict(zip(labels["img_name"], labels[prop].astype(float)))
+    for prop in properties:
+        scores = dict(zip(labels[LABEL_ID], labels[prop].astype(float)))
         predicted = inference.get(prop)
         if predicted is not None:
             scores.update(zip(predicted["img_no"], predicted[f"property_{prop}_final_score"]))
@@ -410,8 +480,25 @@ def merge_scores(images: pd.DataFrame, labels: pd.DataFrame, inference: dict[str
     return frame
 
 
-def keep_mask(scores: pd.DataFrame, min_gender: float, min_quality: float) -> np.ndarray:
-    return ((scores["gender_score"] >= min_gender) & (scores["quality_score"] >= min_quality)).to_numpy()
+def rule_passes(scores: pd.DataFrame, rule: PropertyRule) -> np.ndarray:
+    """Images whose score satisfies this property's part of the keep rule (bounds inclusive)."""
+    values = scores[f"{rule.name}_score"].to_numpy()
+    ok = np.ones(len(values), bool)
+    if rule.keep_min is not None:
+        ok &= values >= rule.keep_min
+    if rule.keep_max is not None:
+        ok &= values <= rule.keep_max
+    return ok
+
+
+def keep_mask(scores: pd.DataFrame, rules: list[PropertyRule], labelled: np.ndarray | None = None) -> np.ndarray:
+    """Every property's rule holds, and (when `labelled` is given) the image is not labelled."""
+    kept = np.ones(len(scores), bool)
+    for rule in rules:
+        kept &= rule_passes(scores, rule)
+    if labelled is not None:
+        kept &= ~np.asarray(labelled, bool)
+    return kept
 
 
 def export_kept(paths: list[Path], filtered_dir: Path, link_mode: str) -> int:
@@ -440,24 +527,36 @@ def export_kept(paths: list[Path], filtered_dir: Path, link_mode: str) -> int:
     return written
 
 
-def save_report_grid(kept_paths: list[Path], rejected_paths: list[Path], path: Path, resolution: int,
-                     per_side: int = 16) -> None:
-    """Kept examples on top, rejected below, each under a caption with its count; small images 2x."""
+def save_report_grid(kept: pd.DataFrame, rejected: pd.DataFrame, path: Path, resolution: int,
+                     properties: list[str], per_side: int = 16) -> None:
+    """Kept examples on top, rejected below, each tile captioned with its scores (first letter of
+    each property); small images are shown 2x."""
     import cv2
 
     from common.fileio import save_image
 
     scale = 2 if resolution < 128 else 1
+    tile = resolution * scale
+    caption_height = 12 * len(properties) + 4
     blocks = []
-    for title, chosen, colour in (("kept", kept_paths, (0, 140, 0)), ("rejected", rejected_paths, (200, 0, 0))):
-        shown = chosen[:per_side]
-        tiles = load_images(shown, resolution) if shown else np.full((1, resolution, resolution, 3), 255, np.uint8)
-        grid = make_grid(tiles, ncols=8)
-        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-        caption = np.full((28, grid.shape[1], 3), 255, np.uint8)
-        cv2.putText(caption, f"{title}: {len(chosen)} (first {len(shown)} shown)", (6, 20),
+    for title, chosen, colour in (("kept", kept, (0, 140, 0)), ("rejected", rejected, (200, 0, 0))):
+        shown = chosen.iloc[:per_side]
+        pixels = load_images([resolve_repo_path(p) for p in shown["img_path"]], resolution) if len(shown) else \
+            np.full((1, resolution, resolution, 3), 255, np.uint8)
+        tiles = []
+        for i, image in enumerate(pixels):
+            big = image.repeat(scale, axis=0).repeat(scale, axis=1)
+            caption = np.full((caption_height, tile, 3), 255, np.uint8)
+            if len(shown):
+                for line, prop in enumerate(properties):
+                    cv2.putText(caption, f"{prop[:1]} {shown[f'{prop}_score'].iloc[i]:.3f}", (3, 11 + 12 * line),
+                                cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1, cv2.LINE_AA)
+            tiles.append(np.concatenate([big, caption]))
+        grid = make_grid(np.stack(tiles), ncols=8)
+        header = np.full((28, grid.shape[1], 3), 255, np.uint8)
+        cv2.putText(header, f"{title}: {len(chosen)} (first {len(shown)} shown)", (6, 20),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 1, cv2.LINE_AA)
-        blocks.append(np.concatenate([caption, grid]))
+        blocks.append(np.concatenate([header, grid]))
     width = max(b.shape[1] for b in blocks)
     blocks = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
     save_image(np.concatenate(blocks), path)
@@ -479,34 +578,68 @@ class StageSummary:
     restart_caps_hit: dict[str, int]
     seconds: float
     outputs: dict[str, str]
+    # images failing each property's rule (an image can fail several); labelled ones excluded if so configured
+    rejected_by: dict[str, int] = field(default_factory=dict)
+    excluded_labelled: int = 0
 
     def funnel_line(self) -> str:
         source = f", {self.labelled_by_annotator} by the annotator" if self.labelled_by_annotator else ""
+        rejected = ", ".join(f"{prop} {count}" for prop, count in self.rejected_by.items())
+        excluded = f"; {self.excluded_labelled} labelled excluded" if self.excluded_labelled else ""
         return (f"funnel: generated {self.generated} -> labelled {self.labelled}{source} -> kept {self.kept} "
-                f"({self.kept_labelled} labelled + {self.kept_predicted} predicted)")
+                f"({self.kept_labelled} labelled + {self.kept_predicted} predicted)"
+                + (f"; rejected by {rejected}" if rejected else "") + excluded)
+
+
+def save_funnel_plot(summary: StageSummary, path: Path) -> None:
+    """Bars: generated, labelled, candidates, rejections per property, kept."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["generated", "labelled"] + [f"fails {p}" for p in summary.rejected_by] + \
+        (["labelled excluded"] if summary.excluded_labelled else []) + ["kept"]
+    values = [summary.generated, summary.labelled, *summary.rejected_by.values()] + \
+        ([summary.excluded_labelled] if summary.excluded_labelled else []) + [summary.kept]
+    colours = ["#777777", "#4477aa"] + ["#cc6677"] * len(summary.rejected_by) + \
+        (["#ddcc77"] if summary.excluded_labelled else []) + ["#117733"]
+    figure, axes = plt.subplots(figsize=(1.2 * len(names) + 2, 3.6))
+    bars = axes.bar(names, values, color=colours)
+    axes.bar_label(bars, labels=[str(v) for v in values], fontsize=8)
+    axes.set_ylabel("images")
+    axes.set_title(summary.funnel_line().replace("; ", "\n", 1), fontsize=8)
+    axes.tick_params(axis="x", labelrotation=30, labelsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
 
 
 def plan(config: CnnConfig) -> list[str]:
     labels_path = config.path("labels_csv")
     missing = f"annotate the first {config.num_labelled}" if config.annotate else "must be supplied"
+    rules = config.rules()
+    keep = " and ".join(r.keep_text() for r in rules) + ("" if config.keep_labelled else " and not labelled")
     return [f"images: {config.path('images_dir')} ({config.resolution}x{config.resolution})",
             f"labels: {labels_path} " + ("(exists)" if labels_path.is_file() else f"(missing: {missing})"),
-            f"train: {len(PROPERTIES)} x {config.num_folds} CNNs, width x{config.width_multiplier}, "
-            f"lr {config.learning_rate}, <= {config.max_epochs} epochs, patience {config.patience}, <= {config.max_restarts} restarts per fold",
-            f"keep: gender >= {config.min_gender_score} and quality >= {config.min_quality_score} -> "
-            f"{config.path('filtered_dir')} ({config.link_mode})"]
+            f"train: {len(rules)} x {config.num_folds} CNNs ({', '.join(r.name for r in rules)}), width "
+            f"x{config.width_multiplier}, lr {config.learning_rate}, <= {config.max_epochs} epochs, patience "
+            f"{config.patience}, <= {config.max_restarts} restarts per fold",
+            f"keep: {keep} -> {config.path('filtered_dir')} ({config.link_mode})"]
 
 
 def obtain_labels(config: CnnConfig, images: pd.DataFrame, force: bool, log=log_line) -> pd.DataFrame:
     labels_path = config.path("labels_csv")
     if labels_path.is_file():
-        labels = read_labels(labels_path)
+        labels = config_labels(config)
         from_annotator = "label_source" in labels and (labels["label_source"] == ANNOTATOR_SOURCE).all()
         if not (force and from_annotator and config.annotate):
-            return labels
+            return labels  # hand labels (or --force not given): never overwritten
         log(f"re-annotating {labels_path} (--force)")
     elif not config.annotate:
-        raise PipelineError(f"{labels_path}: label file not found; supply it (columns img_name, quality, gender; "
+        columns = ", ".join([config.label_id_column, *(r.label_column for r in config.rules())])
+        raise PipelineError(f"{labels_path}: label file not found; supply it (columns {columns}; "
                             "see README, 'Stage 2 labels') or pass --annotate to label with the bundled annotator")
     else:
         log(f"{labels_path} not found: annotating the first {min(config.num_labelled, len(images))} images")
@@ -526,46 +659,52 @@ def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = Fal
 
 def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> StageSummary:
     start = time.perf_counter()
+    rules = config.rules()
+    properties = [r.name for r in rules]
     images = list_generated_images(config.path("images_dir"))
     labels = obtain_labels(config, images, force, log=log)
-    present = labels["img_name"].isin(images["img_no"])
+    present = labels[LABEL_ID].isin(images["img_no"])
     if not present.all():
         log(f"ignoring {int((~present).sum())} label row(s) for images that were not generated")
         labels = labels[present].reset_index(drop=True)
     if labels.empty:
         raise PipelineError(f"{config.path('labels_csv')}: none of the labelled images is in {config.path('images_dir')}")
-    labelled_images = images.set_index("img_no").loc[labels["img_name"], "path"].tolist()
+    labelled_images = images.set_index("img_no").loc[labels[LABEL_ID], "path"].tolist()
     pixels = to_tensor(load_images(labelled_images, config.resolution, progress=True))
     dump_config(config, config.path("log_dir") / "cnn_config.json")
-    fingerprint = labels_fingerprint(labels)
+    fingerprint = labels_fingerprint(labels, properties)
     logs = {}
-    for prop in PROPERTIES:
+    for prop in properties:
         logs[prop] = train_property(config, prop, pixels, labels[prop].to_numpy(), fingerprint,
                                     retrain=retrain or force, log=log)
     del pixels
 
-    unlabelled = images[~images["img_no"].isin(labels["img_name"])].reset_index(drop=True)
+    unlabelled = images[~images["img_no"].isin(labels[LABEL_ID])].reset_index(drop=True)
     inference = run_inference(config, unlabelled, force=force or retrain, log=log) if len(unlabelled) else {}
-    scores = merge_scores(images, labels, inference)
+    scores = merge_scores(images, labels, inference, properties)
     atomic_write_csv(scores, config.path("all_scores_csv"))
 
-    kept = keep_mask(scores, config.min_gender_score, config.min_quality_score)
+    is_labelled = scores["img_no"].isin(labels[LABEL_ID]).to_numpy()
+    kept = keep_mask(scores, rules, None if config.keep_labelled else is_labelled)
     paths = images["path"].tolist()
-    kept_paths = [p for p, k in zip(paths, kept) if k]
-    rejected_paths = [p for p, k in zip(paths, kept) if not k]
-    export_kept(kept_paths, config.path("filtered_dir"), config.link_mode)
-    save_report_grid(kept_paths, rejected_paths, config.path("report_grid"), config.resolution)
+    export_kept([p for p, k in zip(paths, kept) if k], config.path("filtered_dir"), config.link_mode)
+    save_report_grid(scores[kept], scores[~kept], config.path("report_grid"), config.resolution, properties)
 
-    is_labelled = scores["img_no"].isin(labels["img_name"]).to_numpy()
     fold_auroc, caps = {}, {}
     for prop, frame in logs.items():
         chosen = frame[frame["kept"].astype(bool)].sort_values("fold_no")
         fold_auroc[prop] = [float(v) for v in chosen["val_auroc"]]
         caps[prop] = int((~chosen["success"].astype(bool)).sum())
+    candidates = np.ones(len(scores), bool) if config.keep_labelled else ~is_labelled
     by_annotator = int((labels["label_source"] == ANNOTATOR_SOURCE).sum()) if "label_source" in labels else 0
-    return StageSummary(
+    summary = StageSummary(
         generated=len(images), labelled=len(labels), labelled_by_annotator=by_annotator, kept=int(kept.sum()),
         kept_labelled=int((kept & is_labelled).sum()), kept_predicted=int((kept & ~is_labelled).sum()),
-        fold_auroc=fold_auroc, restart_caps_hit=caps, seconds=time.perf_counter() - start,
+        fold_auroc=fold_auroc, restart_caps_hit=caps, seconds=0.0,
         outputs={"scores": _relative(config.path("all_scores_csv")), "filtered": _relative(config.path("filtered_dir")),
-                 "grid": _relative(config.path("report_grid"))})
+                 "grid": _relative(config.path("report_grid")), "funnel": _relative(config.path("funnel_png"))},
+        rejected_by={r.name: int((candidates & ~rule_passes(scores, r)).sum()) for r in rules},
+        excluded_labelled=0 if config.keep_labelled else int(is_labelled.sum()))
+    save_funnel_plot(summary, config.path("funnel_png"))
+    summary.seconds = time.perf_counter() - start
+    return summary

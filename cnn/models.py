@@ -1,4 +1,5 @@
-"""The gender and quality CNNs of stage 2, as a function of the profile's image resolution.
+"""The property CNNs of stage 2 (gender, quality) and stage 7 (age, glass), as a function of the
+profile's image resolution. Any other binary property picks a stack and a crop (`Architecture`).
 
 Both take the whole image, [N, 3, R, R] floats in [0, 1] (no mean/std normalisation), crop
 internally and return one sigmoid score per image. Every conv is 3x3, stride 1, no padding,
@@ -26,6 +27,15 @@ quality, top-centre strip rows [0, R/4), cols [R/4, 3R/4) (where bad images show
    64: strip 16x32: C32 14x30, C64 12x28, P 6x14, C256 4x12 -> 256x4x12 = 12288
   (the dropped blocks are the middle conv + pool pairs; the final conv stays)
 
+age (P3), gender stack on the top half rows [0, R/2), last pool removed:
+  256: 128x256 -> ... C256 12x28, P 6x14, C256 4x12 -> 256x4x12 = 12288 -> FC1 512 -> 1
+   64: 32x64 -> C32 30x62, C64 28x60, P 14x30, C128 12x28, P 6x14, C128 4x12 -> 128x4x12 = 6144
+
+glass (P3), quality stack on rows [80, 128) x cols [64, 192) at 256 px ([20, 32) x [16, 48) at 64):
+  256: 48x128 -> C32 46x126, C64 44x124, P 22x62, C128 20x60, P 10x30, C128 8x28, P 4x14, C256 2x12
+       -> 256x2x12 = 6144 -> FC1 512 -> 1
+   64: 12x32 -> C32 10x30, C64 8x28, P 4x14, C256 2x12 -> 256x2x12 = 6144
+
 `width_multiplier` scales every conv's channel count (the embedded profile uses 0.5 to train
 ten models on two CPU cores in minutes); FC1 stays 512 wide.
 """
@@ -33,6 +43,7 @@ ten models on two CPU cores in minutes); FC1 stays 512 wide.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -52,6 +63,25 @@ _STEM = (32, 64)  # two convs then a pool
 _GENDER_BLOCKS = (128, 128, 256, 256)
 _QUALITY_BLOCKS = (128, 128)
 _QUALITY_TAIL = 256  # a final conv without pool
+STACKS = ("gender", "quality")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A property CNN: which stack, on which crop of the 256 px image (scaled with the resolution),
+    and whether the stack's last pool is removed (P3's age model)."""
+
+    stack: str
+    crop_256: tuple[int, int, int, int]  # row_start, row_end, col_start, col_end at 256 px
+    drop_last_pool: bool = False
+
+
+ARCHITECTURES = {
+    "gender": Architecture("gender", (0, 256, 0, 256)),
+    "quality": Architecture("quality", (0, 64, 64, 192)),  # the top-centre strip, where bad images show blur
+    "age": Architecture("gender", (0, 128, 0, 256), drop_last_pool=True),  # top half -> 256x4x12
+    "glass": Architecture("quality", (80, 128, 64, 192)),  # the eye band -> 256x2x12
+}
 
 
 def _check_resolution(resolution: int) -> int:
@@ -61,32 +91,39 @@ def _check_resolution(resolution: int) -> int:
     return int(math.log2(ORIGINAL_RESOLUTION // resolution))
 
 
-def crop_window(prop: str, resolution: int) -> tuple[int, int, int, int]:
+def architecture_of(prop: str | Architecture) -> Architecture:
+    if isinstance(prop, Architecture):
+        return prop
+    if prop not in ARCHITECTURES:
+        raise ValueError(f"unknown property '{prop}'; expected one of {tuple(ARCHITECTURES)} or an Architecture")
+    return ARCHITECTURES[prop]
+
+
+def crop_window(prop: str | Architecture, resolution: int) -> tuple[int, int, int, int]:
     """(row_start, row_end, col_start, col_end) of the region the property's CNN looks at."""
-    _check_resolution(resolution)
-    if prop == "gender":
-        return 0, resolution, 0, resolution
-    if prop == "quality":
-        quarter = resolution // 4
-        return 0, quarter, quarter, resolution - quarter
-    raise ValueError(f"unknown property '{prop}'; expected one of {PROPERTIES}")
+    dropped = _check_resolution(resolution)
+    return tuple(v >> dropped for v in architecture_of(prop).crop_256)
 
 
-def conv_plan(prop: str, resolution: int) -> list[tuple[str, int]]:
+def conv_plan(prop: str | Architecture, resolution: int) -> list[tuple[str, int]]:
     """Layer plan as [("conv", out_channels) | ("pool", 0)] before width scaling."""
     dropped = _check_resolution(resolution)
+    architecture = architecture_of(prop)
     plan: list[tuple[str, int]] = [("conv", c) for c in _STEM] + [("pool", 0)]
-    if prop == "gender":
+    if architecture.stack == "gender":
         blocks = _GENDER_BLOCKS[:len(_GENDER_BLOCKS) - dropped]
         for channels in blocks:
             plan += [("conv", channels), ("pool", 0)]
-    elif prop == "quality":
+    elif architecture.stack == "quality":
         blocks = _QUALITY_BLOCKS[:len(_QUALITY_BLOCKS) - dropped]
         for channels in blocks:
             plan += [("conv", channels), ("pool", 0)]
         plan.append(("conv", _QUALITY_TAIL))
     else:
-        raise ValueError(f"unknown property '{prop}'; expected one of {PROPERTIES}")
+        raise ValueError(f"unknown stack '{architecture.stack}'; expected one of {STACKS}")
+    if architecture.drop_last_pool:
+        last_pool = max(i for i, (kind, _) in enumerate(plan) if kind == "pool")
+        del plan[last_pool]
     return plan
 
 
@@ -97,15 +134,17 @@ def scaled_channels(channels: int, width_multiplier: float) -> int:
 class PropertyCNN(nn.Module):
     """Crop -> conv stack -> flatten -> FC1 (tanh, dropout) -> sigmoid head."""
 
-    def __init__(self, prop: str, resolution: int, width_multiplier: float = 1.0):
+    def __init__(self, prop: str, resolution: int, width_multiplier: float = 1.0,
+                 architecture: Architecture | None = None):
         super().__init__()
         self.prop = prop
         self.resolution = resolution
-        self.window = crop_window(prop, resolution)
+        architecture = architecture or architecture_of(prop)
+        self.window = crop_window(architecture, resolution)
         layers: list[nn.Module] = []
         in_channels = 3
         height, width = self.window[1] - self.window[0], self.window[3] - self.window[2]
-        for kind, channels in conv_plan(prop, resolution):
+        for kind, channels in conv_plan(architecture, resolution):
             if kind == "conv":
                 out_channels = scaled_channels(channels, width_multiplier)
                 layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3),
@@ -114,6 +153,9 @@ class PropertyCNN(nn.Module):
             else:
                 layers.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2
+            if height < 1 or width < 1:
+                raise PipelineError(f"{prop} CNN: crop {self.window} at {resolution} px is too small for the "
+                                    f"{architecture.stack} stack; choose a larger crop")
         self.feature_shape = (in_channels, height, width)
         self.features = nn.Sequential(*layers)
         self.fc1 = nn.Sequential(nn.Linear(in_channels * height * width, FC_WIDTH), nn.Tanh(),
@@ -144,5 +186,7 @@ class PropertyCNN(nn.Module):
         return self.head(self.fc1(x.flatten(1))).squeeze(1)
 
 
-def build_property_cnn(prop: str, resolution: int, width_multiplier: float = 1.0) -> PropertyCNN:
-    return PropertyCNN(prop, resolution, width_multiplier)
+def build_property_cnn(prop: str, resolution: int, width_multiplier: float = 1.0,
+                       architecture: Architecture | None = None) -> PropertyCNN:
+    """The CNN of `prop`: a built-in one of ARCHITECTURES, or `architecture` for any other property."""
+    return PropertyCNN(prop, resolution, width_multiplier, architecture)

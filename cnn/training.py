@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from cnn.models import PROPERTIES, build_property_cnn
+from cnn.models import build_property_cnn
+from cnn.properties import seed_index
 from common.errors import PipelineError
 from common.training_loop import LoopSettings, predict, seeded_folds, train_model, train_with_restarts
 
@@ -124,7 +125,7 @@ def predict_scores(model: torch.nn.Module, images_uint8: torch.Tensor, batch_siz
 
 
 def attempt_seed(base_seed: int, prop: str, fold_no: int, attempt: int) -> int:
-    return base_seed * 1_000_003 + PROPERTIES.index(prop) * 100_000 + fold_no * 1_000 + attempt
+    return base_seed * 1_000_003 + seed_index(prop) * 100_000 + fold_no * 1_000 + attempt
 
 
 def flip_half(inputs: torch.Tensor, order_rng: torch.Generator) -> torch.Tensor:

@@ -124,6 +124,11 @@ def _parse_flag_value(text: str, allowed: tuple[type, ...]) -> Any:
             return json.loads(text)
         except json.JSONDecodeError:
             return [part for part in text.split(",") if part]
+    if dict in allowed:  # a table: JSON on the command line
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise PipelineError(f"{text!r} is not a JSON object") from None
     return text
 
 

@@ -149,6 +149,11 @@ def test_ensemble_average_is_the_rounded_mean():
 def test_keep_mask_thresholds_are_inclusive():
     import pandas as pd
 
+    from cnn.properties import parse_property_rules
+
+    def rules(min_gender, min_quality):
+        return parse_property_rules({"gender": {"keep_min": min_gender}, "quality": {"keep_min": min_quality}})
+
     scores = pd.DataFrame({"gender_score": [0.7, 0.69, 1.0, 0.95], "quality_score": [0.9, 1.0, 0.89, 0.95]})
-    assert keep_mask(scores, 0.7, 0.9).tolist() == [True, False, False, True]
-    assert keep_mask(scores, 0.5, 0.5).tolist() == [True, True, True, True]
+    assert keep_mask(scores, rules(0.7, 0.9)).tolist() == [True, False, False, True]
+    assert keep_mask(scores, rules(0.5, 0.5)).tolist() == [True, True, True, True]

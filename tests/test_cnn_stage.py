@@ -95,6 +95,12 @@ def test_quality_label_rules():
 # ---------------------------------------------------------------------------------------------- stage
 
 
+def _rules(min_gender, min_quality):
+    # gender's restart threshold 0.0 can never be met, quality's 100 always is
+    return {"gender": {"restart_loss": 0.0, "keep_min": min_gender},
+            "quality": {"restart_loss": 100.0, "keep_min": min_quality, "stratified": True}}
+
+
 def _balanced_labels(n):
     return pd.DataFrame({"img_name": np.arange(n), "quality": [1, 1, 0, 1] * (n // 4),
                          "gender": [1, 0] * (n // 2)})
@@ -102,8 +108,7 @@ def _balanced_labels(n):
 
 def test_stage_end_to_end_then_reuse_and_retrain(tmp_path, faces):
     _write_images(tmp_path / "images", faces)
-    config = _config(tmp_path, gender_restart_loss=0.0, quality_restart_loss=100.0, max_restarts=1,
-                     min_gender_score=0.0, min_quality_score=0.5)
+    config = _config(tmp_path, max_restarts=1, properties=_rules(0.0, 0.5))
     config.path("labels_csv").parent.mkdir(parents=True)
     _balanced_labels(16).to_csv(config.path("labels_csv"), index=False)
     messages = []
@@ -146,8 +151,7 @@ def test_stage_end_to_end_then_reuse_and_retrain(tmp_path, faces):
     # a re-run reuses models and inference; stricter thresholds shrink the exported set
     stamps = {p: p.stat().st_mtime_ns for p in config.path("models_dir").glob("*.pt")}
     messages.clear()
-    stricter = _config(tmp_path, min_gender_score=0.0, min_quality_score=0.99, gender_restart_loss=0.0,
-                       quality_restart_loss=100.0, max_restarts=1)
+    stricter = _config(tmp_path, max_restarts=1, properties=_rules(0.0, 0.99))
     again = run_filter_stage(stricter, log=messages.append)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert sum("reusing" in m for m in messages) == 4 + 2
