@@ -127,8 +127,10 @@ def test_report_copies_images_and_shows_tables(tmp_path):
 
 
 def test_report_opens_in_chromium_from_a_copied_folder_and_every_image_loads(tmp_path):
-    from tests.browser import chromium_driver
+    from face_app.browser import BROWSER_MISSING, browser_available, chromium_driver
 
+    if not browser_available():
+        pytest.skip(BROWSER_MISSING)
     root, run_dir = report_fixture(tmp_path)
     build_report(run_dir, "embedded", root=root, sections=SECTIONS)
     moved = tmp_path / "elsewhere"
