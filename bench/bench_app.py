@@ -60,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--moves", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the app's [app] num_threads)")
+    parser.add_argument("--queue", action="store_true", help="send renders through Gradio's queue (for comparison)")
     args = parser.parse_args()
     from face_app.browser import chromium_driver, free_port, wait_for
     from selenium.webdriver.common.keys import Keys
@@ -93,7 +94,7 @@ def main() -> None:
         return image
 
     editor.render = recorded_render
-    app = build_app(editor, [face])
+    app = build_app(editor, [face], queue_renders=args.queue)
     port = free_port()
     serve(app, "127.0.0.1", port, block=False)
     driver = chromium_driver()
@@ -123,7 +124,7 @@ def main() -> None:
         app.close()
     load_after = os.getloadavg()[0]
     print(f"slider-to-image over {args.moves} moves: median {statistics.median(latencies):.0f} ms, "
-          f"max {max(latencies):.0f} ms (target 150 ms)")
+          f"max {max(latencies):.0f} ms (target 150 ms); renders {'queued' if args.queue else 'unqueued'}")
     print(f"a burst of {BURST} key presses: {burst_renders} render(s), last image {burst_ms:.0f} ms after the "
           f"last input event")
     print(f"render inside the app's handler: median {statistics.median(handler_ms):.1f} ms over "

@@ -364,3 +364,15 @@ def test_no_outbound_requests_from_server_or_page(running_app):
     outside = [u for u in urls if not u.startswith(("http://127.0.0.1", "data:", "blob:"))]
     assert outside == []
     assert NETWORK.outbound == []
+
+
+def test_app_config_stage_and_bad_schema():
+    from common.config import resolve_config
+    from face_app.launch import AppConfig
+
+    default = resolve_config(AppConfig, "app")
+    assert (default.schema, default.host, default.num_threads) == ("stage2", "127.0.0.1", 1)
+    v8 = resolve_config(AppConfig, "app", stage="v8_dataset")
+    assert v8.schema == "v8" and v8.labels_csv.endswith("scores_labeled_first_2k.csv")
+    with pytest.raises(PipelineError, match="label schema"):
+        resolve_config(AppConfig, "app", schema="v9")
