@@ -90,6 +90,7 @@ class CnnConfig:
     width_multiplier: float = field(default=1.0, metadata={"help": "scales every conv's channel count"})
     learning_rate: float = 5e-5
     augment_flip: bool = field(default=False, metadata={"help": "mirror half of each training batch"})
+    channels_last: bool = field(default=False, metadata={"help": "NHWC training (faster on CPU, not bit-equal)"})
     train_batch_size: int = 16
     eval_batch_size: int = 64
     max_epochs: int = 1000
@@ -141,7 +142,7 @@ class CnnConfig:
             max_epochs=self.max_epochs, patience=self.patience, cosine_t_max=self.cosine_t_max,
             max_restarts=self.max_restarts, restart_loss=rule.restart_loss,
             metric_threshold=rule.metric_threshold, num_folds=self.num_folds, seed=self.seed,
-            augment_flip=self.augment_flip)
+            augment_flip=self.augment_flip, channels_last=self.channels_last)
 
     def build_model(self, prop: str) -> torch.nn.Module:
         return build_property_cnn(prop, self.resolution, self.width_multiplier, self.rule(prop).architecture)
@@ -445,7 +446,9 @@ def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chun
             todo.append(prop)
     if not todo:
         return out
-    models = {prop: [load_fold_model(config, prop, k) for k in range(config.num_folds)] for prop in todo}
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    models = {prop: [load_fold_model(config, prop, k).to(memory_format=memory_format) for k in range(config.num_folds)]
+              for prop in todo}
     scores = {prop: np.zeros((config.num_folds, len(unlabelled)), np.float64) for prop in todo}
     bar = tqdm(total=len(unlabelled), desc=f"inference ({', '.join(todo)})", unit="img")
     for start in range(0, len(unlabelled), chunk):
@@ -453,7 +456,8 @@ def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chun
         batch = to_tensor(load_images(list(part["path"]), config.resolution))
         for prop in todo:
             for k, model in enumerate(models[prop]):
-                scores[prop][k, start:start + len(part)] = predict_scores(model, batch, config.eval_batch_size)
+                scores[prop][k, start:start + len(part)] = predict_scores(model, batch, config.eval_batch_size,
+                                                                          config.channels_last)
         bar.update(len(part))
     bar.close()
     for prop in todo:

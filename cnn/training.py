@@ -43,6 +43,7 @@ class TrainSettings:
     num_folds: int = 5
     seed: int = 0
     augment_flip: bool = False
+    channels_last: bool = False
 
 
 @dataclass
@@ -117,10 +118,15 @@ def to_float_images(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float().div_(255.0)
 
 
-def predict_scores(model: torch.nn.Module, images_uint8: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Sigmoid scores of `model` in eval mode (dropout off), batched."""
+def predict_scores(model: torch.nn.Module, images_uint8: torch.Tensor, batch_size: int,
+                   channels_last: bool = False) -> np.ndarray:
+    """Sigmoid scores of `model` in eval mode (dropout off), batched; `channels_last` feeds NHWC
+    batches (give the model in that memory format too)."""
     if not len(images_uint8):
         return np.zeros(0, np.float32)
+    if channels_last:
+        return predict(model, images_uint8, batch_size,
+                       lambda x: to_float_images(x).contiguous(memory_format=torch.channels_last)).numpy()
     return predict(model, images_uint8, batch_size, to_float_images).numpy()
 
 
@@ -150,12 +156,22 @@ def train_attempt(prop: str, settings: TrainSettings, images: torch.Tensor, labe
     if model_factory is None:
         def model_factory():
             return build_property_cnn(prop, settings.resolution, settings.width_multiplier)
+    prepare = to_float_images
+    if settings.channels_last:
+        # NHWC convs run ~1.3-1.5x faster on CPU (oneDNN); the numbers differ from NCHW in the last bits
+        base_factory = model_factory
+
+        def model_factory():
+            return base_factory().to(memory_format=torch.channels_last)
+
+        def prepare(images_uint8):
+            return to_float_images(images_uint8).contiguous(memory_format=torch.channels_last)
     loop_settings = LoopSettings(learning_rate=settings.learning_rate, train_batch_size=settings.train_batch_size,
                                  eval_batch_size=settings.eval_batch_size, max_epochs=settings.max_epochs,
                                  patience=settings.patience, seed=seed, loss_reduction="sum")
     result = train_model(
         model_factory, images, torch.tensor(np.asarray(labels), dtype=torch.float32), train_idx, val_idx,
-        bce_sum, loop_settings, prepare=to_float_images, augment=flip_half if settings.augment_flip else None,
+        bce_sum, loop_settings, prepare=prepare, augment=flip_half if settings.augment_flip else None,
         metrics_fn=lambda scores, targets: binary_metrics(scores, targets, settings.metric_threshold),
         make_scheduler=lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=settings.cosine_t_max, eta_min=0.0),
@@ -163,7 +179,8 @@ def train_attempt(prop: str, settings: TrainSettings, images: torch.Tensor, labe
     return AttemptResult(attempt=attempt, seed=seed, min_val_loss=result.best_criterion, best_epoch=result.best_epoch,
                          total_epochs=result.total_epochs, elapsed_time=result.elapsed_time,
                          val_loss_list=[row["val_loss"] for row in result.rows],
-                         epoch_rows=[_detail_row(row) for row in result.rows], best_state=result.best_state)
+                         epoch_rows=[_detail_row(row) for row in result.rows],
+                         best_state={k: v.contiguous() for k, v in result.best_state.items()})
 
 
 def _detail_row(row: dict) -> dict:

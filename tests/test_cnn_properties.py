@@ -1,0 +1,214 @@
+"""Generalised stage 2: any binary properties (age, glass for the v8 dataset), keep rule, resume, labels, ensembles."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cnn.ensembles import load_ensembles
+from cnn.filter_stage import CnnConfig, config_labels, keep_mask, obtain_labels, list_generated_images, run_filter_stage
+from cnn.models import build_property_cnn, crop_window
+from cnn.properties import parse_property_rules
+from common.config import resolve_config
+from common.errors import PipelineError
+from common.fileio import save_image
+from common.images import to_uint8
+from stylegan.teacher_dcgan import sample_teacher_images
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+V8_RULES = {"gender": {"stratified": True, "keep_min": 0.2}, "quality": {"stratified": True, "keep_min": 0.2},
+            "age": {"stratified": True, "keep_max": 0.9}, "glass": {"stratified": True, "keep_max": 0.9}}
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    return to_uint8(sample_teacher_images(20, seed=11))
+
+
+def _write_images(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        save_image(image, folder / f"{i:06d}.png")
+
+
+def _config(root, **overrides) -> CnnConfig:
+    values = dict(images_dir=str(root / "images"), labels_csv=str(root / "labels.csv"),
+                  models_dir=str(root / "models"), log_dir=str(root / "log"), inference_dir=str(root / "inference"),
+                  all_scores_csv=str(root / "scores.csv"), report_grid=str(root / "grid.png"),
+                  funnel_png=str(root / "funnel.png"), filtered_dir=str(root / "kept"), num_folds=2,
+                  width_multiplier=0.125, max_epochs=2, patience=1, max_restarts=0, learning_rate=1e-3,
+                  annotate=False, channels_last=False)
+    values.update(overrides)
+    return resolve_config(CnnConfig, "cnn", profile="embedded", **values)
+
+
+def _v8_labels(n=16) -> pd.DataFrame:
+    return pd.DataFrame({"idx": np.arange(n), "gender": [1, 0] * (n // 2), "quality": [1, 1, 0, 1] * (n // 4),
+                         "age": [0, 0, 0, 1] * (n // 4), "glass": [0, 1, 0, 0] * (n // 4)})
+
+
+# ---------------------------------------------------------------------------------------------- architectures
+
+
+@pytest.mark.parametrize("prop, resolution, window, feature_hw", [
+    ("age", 256, (0, 128, 0, 256), (4, 12)), ("age", 64, (0, 32, 0, 64), (4, 12)),
+    ("glass", 256, (80, 128, 64, 192), (2, 12)), ("glass", 64, (20, 32, 16, 48), (2, 12)),
+])
+def test_age_and_glass_crops_follow_section_7(prop, resolution, window, feature_hw):
+    assert crop_window(prop, resolution) == window
+    model = build_property_cnn(prop, resolution, width_multiplier=0.125).eval()
+    assert model.feature_shape[1:] == feature_hw
+    if resolution == 256:  # the original's FC1 inputs: 12288 (age) and 6144 (glass)
+        assert build_property_cnn(prop, 256).fc1[0].in_features == (12288 if prop == "age" else 6144)
+    # the model only sees its crop: pixels outside it do not change the score
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, resolution, resolution)
+    changed = images.clone()
+    r0, r1, c0, c1 = window
+    inside = torch.zeros(resolution, resolution, dtype=torch.bool)
+    inside[r0:r1, c0:c1] = True
+    changed[:, :, ~inside] = torch.rand(int((~inside).sum()))
+    with torch.inference_mode():
+        assert torch.equal(model(images), model(changed))
+        changed[:, :, r0, c0] += 0.5
+        assert not torch.equal(model(images), model(changed))
+
+
+def test_property_table_errors_are_one_line():
+    for table, message in [({"gender": {"keep_minimum": 0.7}}, "unknown key(s) keep_minimum"),
+                           ({"smile": {}}, "give its stack and crop_256"),
+                           ({"smile": {"stack": "quality", "crop_256": [0, 300, 0, 10]}}, "crop_256"),
+                           ({"gender": {"keep_min": "high"}}, "keep_min must be a number"),
+                           ({}, "one entry per property")]:
+        with pytest.raises(PipelineError, match=re.escape(message)) as info:
+            parse_property_rules(table)
+        assert "\n" not in str(info.value)
+    smile = parse_property_rules({"smile": {"stack": "quality", "crop_256": [160, 224, 64, 192]}})[0]
+    assert build_property_cnn("smile", 64, 0.125, smile.architecture).window == (40, 56, 16, 48)
+
+
+# ---------------------------------------------------------------------------------------------- keep rule
+
+
+def test_keep_rule_bounds_are_inclusive_and_labelled_images_excluded():
+    rules = parse_property_rules({"gender": {"keep_min": 0.92}, "quality": {"keep_min": 0.9},
+                                  "age": {"keep_max": 0.008}, "glass": {"keep_max": 0.01}})
+    scores = pd.DataFrame({"gender_score": [0.92, 0.9199, 0.99, 0.99, 0.99, 0.95],
+                           "quality_score": [0.9, 0.95, 0.95, 0.95, 0.95, 0.8999],
+                           "age_score": [0.008, 0.0, 0.0081, 0.0, 0.0, 0.0],
+                           "glass_score": [0.01, 0.0, 0.0, 0.0101, 0.0, 0.0]})
+    assert keep_mask(scores, rules).tolist() == [True, False, False, False, True, False]
+    labelled = np.array([True, False, False, False, False, False])
+    assert keep_mask(scores, rules, labelled).tolist() == [False, False, False, False, True, False]
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize("content, message", [
+    ("idx,gender,quality,age\n0,1,1,0\n", "missing column(s) glass"),
+    ("idx,gender,quality,age,glass\n0,1,1,0,2\n", "row 2 has glass = '2'; expected 0 or 1"),
+    ("idx,gender,quality,age,glass\n0,1,1,0.5,0\n", "row 2 has age = '0.5'"),
+    ("idx,gender,quality,age,glass\n0,1,1,,0\n", "row 2 has age = 'nan'"),
+])
+def test_v8_label_file_errors_name_the_file(tmp_path, content, message):
+    config = _config(tmp_path, properties=V8_RULES, label_id_column="idx")
+    config.path("labels_csv").write_text(content)
+    with pytest.raises(PipelineError, match=re.escape(message)) as info:
+        config_labels(config)
+    assert str(config.path("labels_csv")) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_hand_labels_are_never_overwritten(tmp_path, faces):
+    _write_images(tmp_path / "images", faces[:16])
+    config = _config(tmp_path, properties=V8_RULES, label_id_column="idx", annotate=True)
+    _v8_labels().to_csv(config.path("labels_csv"), index=False)  # no label_source column: by hand
+    before = config.path("labels_csv").read_bytes()
+    labels = obtain_labels(config, list_generated_images(config.path("images_dir")), force=True, log=lambda m: None)
+    assert config.path("labels_csv").read_bytes() == before
+    assert labels[["gender", "quality", "age", "glass"]].equals(_v8_labels()[["gender", "quality", "age", "glass"]])
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+def test_extra_properties_leave_gender_and_quality_results_unchanged(tmp_path, faces):
+    """The generalised stage trains gender and quality exactly as stage 2 does, whatever else it trains."""
+    two = tmp_path / "two"
+    _write_images(two / "images", faces)
+    two_config = _config(two, properties={"gender": {"keep_min": 0.0}, "quality": {"keep_min": 0.0,
+                                                                                   "stratified": True}})
+    _v8_labels().rename(columns={"idx": "img_name"}).to_csv(two_config.path("labels_csv"), index=False)
+    run_filter_stage(two_config, log=lambda m: None)
+
+    four = tmp_path / "four"
+    _write_images(four / "images", faces)
+    four_config = _config(four, properties={"gender": {"keep_min": 0.0}, "quality": {"keep_min": 0.0,
+                                            "stratified": True}, "age": {"stratified": True},
+                                            "glass": {"stratified": True}})
+    _v8_labels().rename(columns={"idx": "img_name"}).to_csv(four_config.path("labels_csv"), index=False)
+    summary = run_filter_stage(four_config, log=lambda m: None)
+    for prop in ("gender", "quality"):
+        for k in range(2):
+            a = torch.load(two_config.path("models_dir") / f"{prop}_model_{k}.pt", weights_only=True)
+            b = torch.load(four_config.path("models_dir") / f"{prop}_model_{k}.pt", weights_only=True)
+            assert all(torch.equal(a[key], b[key]) for key in a)
+    scores = pd.read_csv(four_config.path("all_scores_csv"), index_col=0)
+    assert list(scores.columns) == ["img_no", "img_path", "gender_score", "quality_score", "age_score", "glass_score"]
+    assert set(summary.fold_auroc) == {"gender", "quality", "age", "glass"}
+
+    # the ensembles API gives the inference CSV's numbers (before rounding) for generator-style batches
+    ensembles = load_ensembles(config=four_config, device="cpu")
+    unlabelled = np.stack([faces[i] for i in range(16, 20)])
+    api = ensembles.scores(unlabelled)
+    assert set(api) == {"gender", "quality", "age", "glass"}
+    for prop, values in api.items():
+        csv = pd.read_csv(four_config.path("inference_dir") / f"{prop}.csv")
+        np.testing.assert_allclose(values, csv[f"property_{prop}_final_score"], atol=6e-5)
+    nchw = torch.from_numpy(unlabelled).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(ensembles.scores(nchw)["age"], api["age"])
+    with pytest.raises(PipelineError, match="64x64"):
+        ensembles.scores(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_v8_run_excludes_labelled_images_and_resumes_after_a_kill(tmp_path, faces):
+    _write_images(tmp_path / "images", faces)
+    config = _config(tmp_path, properties=V8_RULES, label_id_column="idx", keep_labelled=False)
+    _v8_labels().to_csv(config.path("labels_csv"), index=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_age_fold(message):
+        if message.startswith("age fold 0: min val loss"):  # logged once the fold is saved
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_filter_stage(config, log=kill_after_first_age_fold)
+    messages = []
+    summary = run_filter_stage(config, log=messages.append)
+    reused = [m for m in messages if "reusing" in m]
+    assert len(reused) == 2 + 2 + 1  # gender and quality folds and age fold 0 were done before the kill
+    assert any(m.startswith("age fold 0: reusing") for m in reused)
+
+    # the resumed run gives the same models as one that was never interrupted
+    fresh = tmp_path / "fresh"
+    _write_images(fresh / "images", faces)
+    fresh_config = _config(fresh, properties=V8_RULES, label_id_column="idx", keep_labelled=False)
+    _v8_labels().to_csv(fresh_config.path("labels_csv"), index=False)
+    run_filter_stage(fresh_config, log=lambda m: None)
+    for prop in ("age", "glass"):
+        for k in range(2):
+            a = torch.load(config.path("models_dir") / f"{prop}_model_{k}.pt", weights_only=True)
+            b = torch.load(fresh_config.path("models_dir") / f"{prop}_model_{k}.pt", weights_only=True)
+            assert all(torch.equal(a[key], b[key]) for key in a)
+
+    kept = sorted(int(p.stem) for p in config.path("filtered_dir").iterdir())
+    assert kept and min(kept) >= 16  # hand-labelled images 0-15 are never in the v8 dataset
+    assert summary.kept == len(kept) and summary.excluded_labelled == 16
+    assert "labelled excluded" in summary.funnel_line() and "rejected by gender" in summary.funnel_line()
+    assert config.path("funnel_png").read_bytes()[:4] == b"\x89PNG"
+    assert config.path("report_grid").is_file()
