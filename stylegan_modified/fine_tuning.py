@@ -43,7 +43,7 @@ from common.errors import PipelineError
 from common.fileio import atomic_write_text, load_image
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import load_generator, read_checkpoint, save_checkpoint, select_entry
-from stylegan.gan_trainer import (STATE_FILE, discriminator_step, ema_beta, frozen_requires_grad,
+from stylegan.gan_trainer import (LOG_FILE, STATE_FILE, append_log, discriminator_step, ema_beta, frozen_requires_grad,
                                   generator_adversarial_loss, plot_log_curves, real_fake_auroc, restore_rng_state,
                                   rng_state, run_loop, update_ema)
 from stylegan.stylegan_discriminator import StyleGANDiscriminator
@@ -100,7 +100,8 @@ class FineTuneConfig:
     ema_half_life_images: float = 10000.0
     cosine_t_max: int = field(default=0, metadata={"help": "0: constant lr; > 0: cosine schedule stepped per epoch"})
     max_steps: int = field(default=300, metadata={"help": "total D steps of the run (resumes count)"})
-    max_minutes: float = field(default=0.0, metadata={"help": "stop after this much training time (0: no limit)"})
+    max_minutes: float = field(default=0.0, metadata={
+        "help": "stop (and export) after this much time, previews and monitor included (0: no limit)"})
     seed: int = 0
     num_threads: int = field(default=2, metadata={"help": "torch CPU threads (0: torch's default)"})
     channels_last: bool = True
@@ -365,6 +366,7 @@ class FineTuner:
         self.rng = torch.Generator().manual_seed(config.seed)
         self.step_index = 0
         self.train_seconds = 0.0
+        self.hook_seconds = 0.0  # previews and monitor: part of the time budget, not of the step time
         self.steps_per_epoch = len(dataset.img_nos) // config.batch_size
         self._order_epoch = -1
         self._order = torch.empty(0, dtype=torch.long)
@@ -469,7 +471,8 @@ class FineTuner:
                 "generator_smooth": self.generator_smooth.state_dict(),
                 "g_optimizer": self.g_optimizer.state_dict(), "d_optimizer": self.d_optimizer.state_dict(),
                 "schedulers": [s.state_dict() for s in self.schedulers],
-                "step": self.step_index, "train_seconds": self.train_seconds, **rng_state(self.rng),
+                "step": self.step_index, "train_seconds": self.train_seconds, "hook_seconds": self.hook_seconds,
+                **rng_state(self.rng),
                 "dataset": self.dataset.fingerprint(), "config": json.dumps(dataclasses.asdict(self.config))}
 
     def load_state_dict(self, state: dict, source: str) -> None:
@@ -484,6 +487,7 @@ class FineTuner:
             scheduler.load_state_dict(saved)
         self.step_index = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
+        self.hook_seconds = float(state.get("hook_seconds", 0.0))
         restore_rng_state(self.rng, state)
 
     def save(self, path: Path) -> None:
@@ -543,15 +547,24 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
     end = config.max_steps if max_new_steps is None else min(config.max_steps, trainer.step_index + max_new_steps)
     budget = config.max_minutes * 60.0
 
+    def out_of_time() -> bool:
+        return budget > 0 and trainer.train_seconds + trainer.hook_seconds >= budget
+
+    if trainer.step_index == 0 and trainer.classifiers and config.monitor_every:
+        append_log(run_dir / LOG_FILE, [{"step": 0, **trainer.monitor()}])  # where the curves start
+        trainer.save_preview(run_dir / "preview_000000.png")
+
     def on_log(step: int, row: dict) -> None:
-        if config.monitor_every and (step % config.monitor_every == 0 or step == end):
+        start = time.perf_counter()
+        if config.monitor_every and (step % config.monitor_every == 0 or step == end or out_of_time()):
             row.update(trainer.monitor())
         trainer.save_preview(run_dir / f"preview_{step:06d}.png")
+        trainer.hook_seconds += time.perf_counter() - start
 
     run_loop(trainer, end, run_dir, config.log_every, config.checkpoint_every, on_log=on_log,
-             should_stop=(lambda: trainer.train_seconds >= budget) if budget > 0 else None, progress=progress,
+             should_stop=out_of_time if budget > 0 else None, progress=progress,
              postfix={"d": "d_loss", "g": "g_loss", "auroc": "real_fake_auroc"})
-    finished = trainer.step_index >= config.max_steps or (budget > 0 and trainer.train_seconds >= budget)
+    finished = trainer.step_index >= config.max_steps or out_of_time()
     exported = []
     if finished:
         trainer.export(config.export_generator, config.export_discriminator)
@@ -569,20 +582,32 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
 
 
 # --- classifiers (monitor, evaluation) ---------------------------------------------------------
-def stage2_ensemble(profile: str, prop: str, models_dir: str | Path) -> Classifier | None:
-    """The mean of stage 2's fold models for `prop` (eval mode, batched), or None when they are not trained."""
-    from cnn.filter_stage import CnnConfig, load_fold_model
+def stage2_ensemble(prop: str, models_dir: str | Path) -> Classifier | None:
+    """The mean of stage 2's fold models `{prop}_model_{k}.pt` (eval mode, batched), built from the
+    `model_info.json` stage 2 writes beside them; None when they are not trained."""
+    from cnn.models import build_property_cnn
     from cnn.training import predict_scores
-    from common.config import resolve_config
 
-    cnn_config = resolve_config(CnnConfig, "cnn", profile=profile, models_dir=str(models_dir))
-    paths = [resolve_repo_path(models_dir) / f"{prop}_model_{k}.pt" for k in range(cnn_config.num_folds)]
+    models_dir = resolve_repo_path(models_dir)
+    info_path = models_dir / "model_info.json"
+    if not info_path.is_file():
+        return None
+    try:
+        info = json.loads(info_path.read_text())[prop]
+        resolution, width, folds = int(info["resolution"]), float(info["width_multiplier"]), int(info["num_folds"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    paths = [models_dir / f"{prop}_model_{k}.pt" for k in range(folds)]
     if not all(p.is_file() for p in paths):
         return None
-    models = [load_fold_model(cnn_config, prop, k) for k in range(cnn_config.num_folds)]
+    models = []
+    for path in paths:
+        model = build_property_cnn(prop, resolution, width)
+        load_state_strict(model, read_weights(path), f"{path} ({prop} CNN; re-run run_cnn.py with --retrain)")
+        models.append(model.eval())
 
     def score(images_uint8: torch.Tensor) -> np.ndarray:
-        return np.mean([predict_scores(m, images_uint8, cnn_config.eval_batch_size) for m in models], axis=0)
+        return np.mean([predict_scores(m, images_uint8, 100) for m in models], axis=0)
 
     return score
 
@@ -591,7 +616,7 @@ def load_classifiers(config: FineTuneConfig, log: Callable[[str], None] = print)
     out = {}
     for prop in config.monitor_classifiers:
         try:
-            fn = stage2_ensemble(config.profile, prop, config.classifier_models_dir)
+            fn = stage2_ensemble(prop, config.classifier_models_dir)
         except (PipelineError, ValueError, KeyError) as exc:
             log(f"monitor: {prop} ensemble not usable ({exc}); not monitored")
             continue

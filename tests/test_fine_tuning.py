@@ -162,13 +162,13 @@ def test_killed_run_resumes_to_the_uninterrupted_weights_and_logs(base):
     for name in ("generator", "discriminator", "generator_smooth"):
         assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
     log_a, log_b = pd.read_csv(base / "a" / "train_log.csv"), pd.read_csv(base / "b" / "train_log.csv")
-    assert log_a["step"].tolist() == log_b["step"].tolist() == [1, 2, 3, 4]
+    assert log_a["step"].tolist() == log_b["step"].tolist() == [0, 1, 2, 3, 4]  # 0: the monitor before training
     columns = {"epoch", "idx", "d_loss", "g_loss", "g_train_count", "real_scores_mean", "fake_scores_mean",
                "real_fake_auroc", "mean_bright_score"}
     assert columns <= set(log_b.columns)
     pd.testing.assert_frame_equal(log_a.drop(columns="train_seconds"), log_b.drop(columns="train_seconds"))
-    assert log_b["mean_bright_score"].notna().tolist() == [False, True, False, True]
-    assert log_b["g_train_count"].between(1, 4).all()
+    assert log_b["mean_bright_score"].notna().tolist() == [True, False, True, False, True]
+    assert log_b["g_train_count"].iloc[1:].between(1, 4).all()
     assert (base / "b" / "preview_000004.png").is_file() and (base / "b" / "train_curves.png").is_file()
 
 
@@ -247,3 +247,26 @@ def test_celeba256_profile_builds_v1_strictly_from_a_genforce_layout_file(tmp_pa
     generator, discriminator = build_models(config)
     assert tuple(generator.mapping.dense0.weight.shape) == (512, 528)
     assert tuple(discriminator.layer14.weight.shape) == (1, 519) and discriminator.layer12.group_size == 16
+
+
+def test_stage2_ensemble_monitor_loads_from_model_info_and_scores_in_unit_range(tmp_path):
+    import json
+
+    from cnn.models import build_property_cnn
+    from stylegan_modified.fine_tuning import stage2_ensemble
+
+    assert stage2_ensemble("gender", tmp_path) is None  # nothing trained: not monitored
+    torch.manual_seed(0)
+    for k in range(2):
+        save_weights(tmp_path / f"gender_model_{k}.pt", build_property_cnn("gender", 64, 0.25).state_dict())
+    (tmp_path / "model_info.json").write_text(json.dumps(
+        {"gender": {"resolution": 64, "width_multiplier": 0.25, "num_folds": 2}}))
+    scores = stage2_ensemble("gender", tmp_path)(torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8))
+    assert scores.shape == (3,) and ((scores > 0) & (scores < 1)).all()
+
+
+def test_time_budget_stops_saves_and_exports(base):
+    summary = run_fine_tuning(tiny_config(base, "budget", max_steps=50, max_minutes=1e-6), {}, progress=False,
+                              log=lambda m: None)
+    assert summary.step == 1 and summary.finished and all(p.is_file() for p in summary.exported)
+    assert read_weights(base / "budget" / "training_state.pt")["step"] == 1
