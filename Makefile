@@ -24,17 +24,16 @@ browser:
 test: install browser
 	$(PY) -m pytest -q tests
 
+# Stages 1-9 in order (common/pipeline.py DEMO_STEPS), then reports/<run-id>/index.html; killed, it resumes.
 demo: install
-	$(PY) run_original_generator.py
-	$(PY) run_cnn.py
-	$(PY) run_segmentation.py
-	$(PY) compute_property_scores.py --algorithm v1
-	$(PY) compute_property_scores.py --algorithm v2
-	$(PY) compute_property_scores.py --algorithm hairstyle
+	$(PY) run_pipeline.py
 
 bench: install
 	$(PY) bench/bench_generation.py
 	$(PY) bench/bench_embedded_quality.py
+	$(PY) bench/bench_property_cnn.py
+	$(PY) bench/bench_vectorfind.py
+	$(PY) bench/bench_app.py
 
 clean-outputs:
 	rm -rf stylegan/synthesize_results stylegan/synthesize_results_filtered cnn/models cnn/log \
