@@ -15,6 +15,9 @@ from face_app.idle import WORD_RANGES, IdleSettings, gif_bytes, idle_frames, wei
 from face_app.labeling import BACK_KEY, FORWARD_KEY, LabelSession, LabelStore, apply_keys
 from face_app.launch import set_offline_environment
 
+set_offline_environment()  # before gradio is imported: no analytics, no hub calls
+import gradio as gr  # noqa: E402
+
 __all__ = ["build_app", "serve", "write_selection"]
 
 NO_WORD = "-"
@@ -79,9 +82,6 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
               play_fps: float = 10.0, notes: dict[str, str] | None = None, queue_renders: bool = False):
     """queue_renders=False sends slider renders as plain requests instead of through Gradio's queue (join +
     event stream): one round trip less per frame; always_last still keeps one render in flight per page."""
-    set_offline_environment()
-    import gradio as gr
-
     if isinstance(faces, np.ndarray):  # a bare w: the one face to edit
         faces = [FaceChoice("face", faces, None)]
         book = FaceBook(editor, faces)
@@ -181,9 +181,9 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
             play.click(on_play, [*render_inputs, play_seed, *words], [played, status], concurrency_limit=1)
 
         if vectorfind_dir is not None:
-            build_select_tab(gr, editor, book, Path(vectorfind_dir))
+            build_select_tab(editor, book, Path(vectorfind_dir))
         if store is not None:
-            build_label_tab(gr, app, store)
+            build_label_tab(app, store)
     app.face_app_saved_dir = saved_dir
     return app
 
@@ -195,7 +195,7 @@ def edit_notes(editor: FaceEditor, notes: dict[str, str] | None) -> str:
     return "  \n".join(lines)
 
 
-def build_select_tab(gr, editor: FaceEditor, book: FaceBook, vectorfind_dir: Path) -> None:
+def build_select_tab(editor: FaceEditor, book: FaceBook, vectorfind_dir: Path) -> None:
     cases = read_evaluated_cases(vectorfind_dir)
     with gr.Tab("Select"):
         if cases.empty:
@@ -214,7 +214,7 @@ def build_select_tab(gr, editor: FaceEditor, book: FaceBook, vectorfind_dir: Pat
         with gr.Row():
             table = gr.Dataframe(shown, datatype=types, interactive=True, static_columns=list(range(1, len(types))),
                                  elem_id="cases", max_height=600, scale=3)
-            case_face = gr.Image(elem_id="case_face", interactive=False, label="case", height=256, scale=1,
+            case_face = gr.Image(elem_id="case_face", format="png", interactive=False, label="case", height=256, scale=1,
                                  buttons=[])
         status = gr.Markdown(f"{len(chosen_cases)} faces chosen", elem_id="select_status")
         by_case = cases.set_index(cases["case"].astype(int))
@@ -238,7 +238,7 @@ def build_select_tab(gr, editor: FaceEditor, book: FaceBook, vectorfind_dir: Pat
             table.select(on_row, None, case_face, show_progress="hidden")
 
 
-def build_label_tab(gr, app, store: LabelStore) -> None:
+def build_label_tab(app, store: LabelStore) -> None:
     with gr.Tab("Label"):
         keys_help = "; ".join(f"{q}: " + " / ".join(f"`{k}` {'yes' if v else 'no'}" if q in ('age', 'glass')
                                                      else f"`{k}`" for k, v in a.items())
@@ -250,7 +250,7 @@ def build_label_tab(gr, app, store: LabelStore) -> None:
         # `consumed` counts the keys already applied.
         session = gr.State({"position": store.first_unlabelled(), "given": {}, "consumed": 0})
         with gr.Row():
-            picture = gr.Image(elem_id="label_image", interactive=False, height=320, label="image", buttons=[])
+            picture = gr.Image(elem_id="label_image", format="png", interactive=False, height=320, label="image", buttons=[])
             with gr.Column():
                 progress = gr.Textbox(elem_id="label_progress", label="progress", interactive=False)
                 key_box = gr.Textbox(elem_id="label_key", label="keys", placeholder="type the answer keys here")

@@ -320,6 +320,20 @@ def test_select_tab_ticks_write_the_selection(running_app):
     latents = pd.read_csv(vectorfind_dir / "image_generation_report/latent_codes_all.csv").to_numpy()
     assert np.allclose(pd.read_csv(vectorfind_dir / "ohlora_z_vectors.csv").to_numpy(), latents[[1, 3]])
     assert "2 faces chosen" in driver.find_element("css selector", "#select_status").text
+    editor = running_app["editor"]
+    driver.find_element("css selector", "#cases [data-testid='cell-2-1']").click()  # row of case 2: its face
+    expected = editor.render(editor.w_from_latent(latents[2].astype(np.float32)), {})
+    wait_for(lambda: np.array_equal(image_pixels(driver, "case_face"), expected))
+    # Sorted by sum_abs_corr (ascending), the first row is the worst case, and ticking it picks that case.
+    worst = int(pd.read_csv(vectorfind_dir / "image_generation_report/test_result.csv")
+                .sort_values("sum_abs_corr")["case"].iloc[0])
+    assert worst not in (1, 3)
+    driver.execute_script("document.querySelectorAll('#cases thead [aria-label=\"Open cell menu\"]')[8].click()")
+    visible(driver, "button").find_element("xpath", "//button[normalize-space()='Sort ascending']").click()
+    first_row = "#cases .virtual-row[data-index='0']"  # rows are placed in display order (cell ids keep data order)
+    wait_for(lambda: driver.find_element("css selector", first_row).text.split()[0] == str(worst))
+    driver.find_element("css selector", f"{first_row} input[type=checkbox]").click()
+    wait_for(lambda: pd.read_csv(groups_csv)["case"].tolist() == sorted({1, 3, worst}))
 
 
 def test_label_keys_write_rows_arrows_go_back_and_reload_resumes(running_app):
