@@ -90,7 +90,7 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
         book = FaceBook(editor, faces)
     saved_dir = Path(saved_dir) if saved_dir is not None else Path("face_app/saved").resolve()
     num_layers = editor.num_layers
-    kinds = editor.kinds() or ["plain"]
+    kinds = editor.kinds() or ["chosen"]
     all_groups = editor.groups(kinds[0])
 
     def default_group(name: str) -> str | None:

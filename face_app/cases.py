@@ -86,14 +86,14 @@ def passed_mask(frame: pd.DataFrame) -> pd.Series:
 
 def write_selection(cases: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     """ohlora_z_vectors.csv (the latent rows) and ohlora_w_group_names.csv (their test rows), both replaced
-    only once both are fully written."""
+    only once both are fully written (the latents first, so a new group file always has its latents)."""
     columns = latent_columns(cases)
     if not columns:
         raise PipelineError(f"{Path(out_dir) / REPORT_DIR / 'latent_codes_all.csv'}: no latents for the cases; "
                             f"re-run the evaluation, which writes them")
     z_path, group_path = Path(out_dir) / Z_VECTORS_FILE, Path(out_dir) / GROUP_NAMES_FILE
     test_rows = cases[[c for c in RESULT_COLUMNS if c in cases.columns]].reset_index(drop=True)
-    with atomic_path(z_path) as z_tmp, atomic_path(group_path) as group_tmp:
+    with atomic_path(group_path) as group_tmp, atomic_path(z_path) as z_tmp:
         cases[columns].round(4).reset_index(drop=True).to_csv(z_tmp, index=False)
         test_rows.to_csv(group_tmp, index=False)
     return z_path, group_path

@@ -42,10 +42,11 @@ def pick_generator_path(repo_root: Path) -> Path:
     return pick_generator(repo_root)[0]
 
 
-def read_direction_sets(vectors_dir: Path, conditional_dir: Path | None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{'plain': {group: directions}, 'conditional': {...}} for every group whose three files exist."""
+def read_direction_sets(folders: dict[str, Path | None]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{kind: {group: directions}} for each kind's folder (e.g. 'chosen', 'plain', 'conditional') and every
+    group whose three files exist there; kinds without files are left out."""
     sets: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for kind, folder in (("plain", vectors_dir), ("conditional", conditional_dir)):
+    for kind, folder in folders.items():
         if folder is None:
             continue
         groups = [g for g in GROUP_NAMES if all(direction_path(folder, p, g).is_file() for p in PROPERTIES)]
@@ -65,9 +66,10 @@ class FaceEditor:
         self.generator = generator.eval()
         self.label_size = label_size
         if direction_sets is None:
-            direction_sets = {"plain": {GROUP_NAMES[0]: directions}} if directions else {}
+            direction_sets = {"chosen": {GROUP_NAMES[0]: directions}} if directions else {}
         self.direction_sets = direction_sets
-        self.directions = directions if directions is not None else self.directions_for("plain", GROUP_NAMES[0])
+        first_kind = next(iter(direction_sets), "chosen")
+        self.directions = directions if directions is not None else self.directions_for(first_kind, GROUP_NAMES[0])
 
     @property
     def num_layers(self) -> int:
@@ -76,7 +78,7 @@ class FaceEditor:
     def kinds(self) -> list[str]:
         return list(self.direction_sets)
 
-    def groups(self, kind: str = "plain") -> list[str]:
+    def groups(self, kind: str = "chosen") -> list[str]:
         return list(self.direction_sets.get(kind, {}))
 
     def directions_for(self, kind: str, group: str | None) -> dict[str, np.ndarray]:

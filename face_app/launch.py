@@ -21,9 +21,12 @@ class AppConfig:
         "help": "torch threads for rendering; 1 is fastest for one 64 px face on a shared machine"})
     vectorfind_dir: str = field(default="vectorfind/v8", metadata={
         "help": "holds ohlora_z_vectors.csv, ohlora_w_group_names.csv and image_generation_report/"})
-    vectors_dir: str = "vectorfind/v8/property_score_vectors"
+    vectors_dir: str = field(default="vectorfind/v8/property_score_vectors", metadata={
+        "help": "the directions VectorFind chose (its direction_kind); shown as 'chosen'"})
+    plain_vectors_dir: str = field(default="vectorfind/v8/property_score_vectors_plain", metadata={
+        "help": "plain SVM directions; offered as 'plain' where the folder has files"})
     conditional_vectors_dir: str = field(default="vectorfind/v8/property_score_vectors_conditional", metadata={
-        "help": "conditional directions (same file names); the choice appears only if the folder has them"})
+        "help": "conditional (projected) directions; offered as 'conditional' where the folder has files"})
     saved_dir: str = field(default="face_app/saved", metadata={"help": "where save and play write their files"})
     schema: str = field(default="stage2", metadata={"help": "label schema: stage2 (gender, quality) or v8 "
                                                             "(gender, quality, age, glass)"})
@@ -70,7 +73,8 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None):
     path, label_size = pick_generator(root)
     generator = load_generator(path, generator_config.checkpoint_entry, label_size=label_size,
                                **generator_config.generator_kwargs())
-    direction_sets = read_direction_sets(root / config.vectors_dir, root / config.conditional_vectors_dir)
+    direction_sets = read_direction_sets({"chosen": root / config.vectors_dir, "plain": root / config.plain_vectors_dir,
+                                          "conditional": root / config.conditional_vectors_dir})
     editor = FaceEditor(generator, direction_sets=direction_sets, label_size=label_size)
     latent_dim = generator.z_space_dim + label_size
     faces, source = face_choices(root / config.vectorfind_dir, latent_dim, config.seed)

@@ -50,7 +50,9 @@ def write_directions(folder: Path, seed: int, groups=(GROUP_NAMES[0], GROUP_NAME
 def tiny_editor(tmp_path: Path, seed: int = 0, label_size: int = 0) -> FaceEditor:
     write_directions(tmp_path / "plain", seed)
     write_directions(tmp_path / "conditional", seed + 1, groups=(GROUP_NAMES[0],))
-    sets = read_direction_sets(tmp_path / "plain", tmp_path / "conditional")
+    sets = read_direction_sets({"chosen": tmp_path / "plain", "conditional": tmp_path / "conditional",
+                                "plain": tmp_path / "absent"})
+    assert list(sets) == ["chosen", "conditional"] and list(sets["conditional"]) == [GROUP_NAMES[0]]
     return FaceEditor(tiny_generator(seed, label_size), direction_sets=sets, label_size=label_size)
 
 
@@ -76,7 +78,7 @@ def write_report(vectorfind_dir: Path, latent_dim: int, num_cases: int = 5) -> p
 def test_render_is_the_edited_synthesis_and_matches_the_padded_batch(tmp_path):
     editor = tiny_editor(tmp_path)
     w = editor.w_from_latent(np.random.default_rng(0).standard_normal(16).astype(np.float32))
-    directions = editor.directions_for("plain", GROUP_NAMES[0])
+    directions = editor.directions_for("chosen", GROUP_NAMES[0])
     with torch.inference_mode():
         wp = torch.from_numpy(w + 1.5 * directions["eyes"]).view(1, 1, -1).repeat(1, editor.num_layers, 1)
         expected = to_uint8(editor.generator.synthesis(wp))[0]
@@ -86,7 +88,7 @@ def test_render_is_the_edited_synthesis_and_matches_the_padded_batch(tmp_path):
     assert np.abs(moved.astype(int) - padded).max() <= 1  # batch 1 vs the generation stage's padded batch
     plain = editor.render(w, {}, directions=directions)
     assert not np.array_equal(plain, moved)
-    other_group = editor.render(w, {"eyes": 1.5}, directions=editor.directions_for("plain", GROUP_NAMES[5]))
+    other_group = editor.render(w, {"eyes": 1.5}, directions=editor.directions_for("chosen", GROUP_NAMES[5]))
     assert not np.array_equal(other_group, moved)
     first_layers = editor.render(w, {"eyes": 1.5}, layers=(0, 1), directions=directions)
     assert not np.array_equal(first_layers, moved) and not np.array_equal(first_layers, plain)
@@ -105,7 +107,7 @@ def test_latent_with_label_dims_and_missing_directions(tmp_path):
     with pytest.raises(PipelineError, match="23 values"):
         editor.w_from_latent(latent[:16])
     bare = FaceEditor(tiny_generator(), direction_sets={})
-    assert bare.kinds() == [] and bare.directions_for("plain", "hhhh") == {}
+    assert bare.kinds() == [] and bare.directions_for("chosen", "hhhh") == {}
     face = bare.render(w, {"eyes": 2.0})  # no direction files yet: the plain face, not an error
     assert face.shape == (8, 8, 3)
 
@@ -280,7 +282,7 @@ def test_slider_move_changes_face_to_the_generated_image(running_app):
     driver.get(running_app["url"])
     wait_for(lambda: image_pixels(driver, "face") is not None)
     w = editor.w_from_latent(face.latent)
-    directions = editor.directions_for("plain", face.group)
+    directions = editor.directions_for("chosen", face.group)
     assert np.array_equal(image_pixels(driver, "face"), editor.render(w, {}, directions=directions))
     slider = driver.find_element("css selector", "#eyes input[type=range]")
     slider.send_keys(*[Keys.ARROW_RIGHT] * 5)
@@ -288,6 +290,32 @@ def test_slider_move_changes_face_to_the_generated_image(running_app):
     wait_for(lambda: np.array_equal(image_pixels(driver, "face"), expected))
     visible(driver, "#reset").click()
     wait_for(lambda: np.array_equal(image_pixels(driver, "face"), editor.render(w, {}, directions=directions)))
+
+
+def test_direction_kind_and_random_face(running_app):
+    from selenium.webdriver.common.keys import Keys
+
+    from face_app.cases import seeded_face
+
+    driver, editor, face = running_app["driver"], running_app["editor"], running_app["faces"][0]
+    driver.get(running_app["url"])
+    wait_for(lambda: image_pixels(driver, "face") is not None)
+    driver.find_element("css selector", "#mouth input[type=range]").send_keys(*[Keys.ARROW_LEFT] * 4)
+    w = editor.w_from_latent(face.latent)
+    chosen = editor.render(w, {"mouth": -0.4}, directions=editor.directions_for("chosen", face.group))
+    wait_for(lambda: np.array_equal(image_pixels(driver, "face"), chosen))
+    driver.find_element("xpath", "//*[normalize-space()='directions and layers']").click()
+    visible(driver, "#direction_kind").find_element("xpath", ".//label[contains(., 'conditional')]").click()
+    conditional = editor.render(w, {"mouth": -0.4}, directions=editor.directions_for("conditional", face.group))
+    assert not np.array_equal(conditional, chosen)
+    wait_for(lambda: np.array_equal(image_pixels(driver, "face"), conditional))
+    visible(driver, "#random_face").click()
+    seeded = seeded_face(0, 16)
+    expected = editor.render(editor.w_from_latent(seeded.latent), {"mouth": -0.4},
+                             directions=editor.directions_for("conditional", GROUP_NAMES[0]))
+    wait_for(lambda: np.array_equal(image_pixels(driver, "face"), expected))
+    assert "seed 0" in driver.find_element("css selector", "#face_choice").text or \
+        field_value(driver, "face_choice") == "seed 0"
 
 
 def test_save_and_play_write_files(running_app):
