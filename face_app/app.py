@@ -220,6 +220,8 @@ def build_select_tab(editor: FaceEditor, book: FaceBook, vectorfind_dir: Path) -
         by_case = cases.set_index(cases["case"].astype(int))
 
         def on_tick(table_value: pd.DataFrame):
+            if not {"chosen", "case"} <= set(table_value.columns):
+                return "the chosen / case columns were removed from the table: reload the page"
             ticked = table_value.loc[table_value["chosen"].astype(str).str.lower().isin(["true", "1"]), "case"]
             picked = by_case.loc[sorted(int(c) for c in ticked)]
             z_path, group_path = write_selection(picked, vectorfind_dir)
