@@ -21,6 +21,10 @@ import pandas as pd
 from common.errors import PipelineError
 from vectorfind.directions import GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, score_column
 
+DUAL_MAX_SAMPLES = 2000
+# The grouping attributes' directions (conditional directions only) come from a seeded subset of this many samples:
+# at 240,000 samples the full-sample fits would cost more than all 48 group fits together.
+ATTRIBUTE_MAX_SAMPLES = 40000
 ACCURACY_COLUMNS = ("property", "group", "group_size", "k", "n_train", "n_valid", "train_accuracy",
                     "valid_accuracy")
 
@@ -86,7 +90,9 @@ def fit_linear_svm(w: np.ndarray, top: np.ndarray, bottom: np.ndarray, fraction:
     valid = np.concatenate([top_valid, bottom_valid])
     y_train = np.r_[np.ones(len(top_train)), np.zeros(len(bottom_train))].astype(np.int64)
     y_valid = np.r_[np.ones(len(top_valid)), np.zeros(len(bottom_valid))].astype(np.int64)
-    svm = LinearSVC(random_state=random_state)
+    # The same objective (C 1, squared hinge, L2) either way; liblinear's dual solver is fast for small n (the
+    # original's default), its primal Newton solver for n well above the 512 dims.
+    svm = LinearSVC(random_state=random_state, dual=bool(len(train) <= DUAL_MAX_SAMPLES))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # liblinear's max_iter warning; the original ran with the same defaults
         svm.fit(w[train], y_train)
@@ -100,7 +106,6 @@ def fit_linear_svm(w: np.ndarray, top: np.ndarray, bottom: np.ndarray, fraction:
 
 
 def _fit_job(w, scores, members, prop, ratio, fraction, seed, random_state):
-    enable_sklearnex()
     top, bottom = top_bottom(scores[members, score_column(prop)], ratio)
     return fit_linear_svm(w, members[top], members[bottom], fraction, seed, random_state), len(members), len(top)
 
@@ -123,6 +128,9 @@ def fit_directions(w: np.ndarray, scores: np.ndarray, medians: dict[str, float],
         raise PipelineError(f"group(s) {', '.join(empty)} have fewer than 2 samples; sample more (--num-samples)")
     tasks = [(p, g) for p in TARGET_PROPERTIES for g in GROUP_NAMES]
     everyone = np.arange(len(w))
+    if len(everyone) > ATTRIBUTE_MAX_SAMPLES:
+        everyone = np.sort(np.random.default_rng([split_seed, 99]).choice(len(w), ATTRIBUTE_MAX_SAMPLES,
+                                                                            replace=False))
     tasks += [(a, "all") for a in GROUP_PROPERTIES]
     members_of = {g: groups[g] for g in GROUP_NAMES} | {"all": everyone}
     all_props = TARGET_PROPERTIES + GROUP_PROPERTIES
@@ -134,7 +142,8 @@ def fit_directions(w: np.ndarray, scores: np.ndarray, medians: dict[str, float],
     if jobs > 1:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=jobs)(delayed(_fit_job)(*a) for a in args)
+        # threads: liblinear releases the GIL, and w is shared instead of copied to worker processes
+        results = Parallel(n_jobs=jobs, prefer="threads")(delayed(_fit_job)(*a) for a in args)
     else:
         results = [_fit_job(*a) for a in args]
     plain, attributes, rows = {}, {}, []
