@@ -1,13 +1,15 @@
-"""Stage 2: gender / quality CNN filter.
+"""Stage 2: property CNN filter (gender / quality; with --stage v8_dataset also age / glass).
 
-    python run_cnn.py [--profile embedded|celeba256] [--retrain] [--force]
-                      [--min-gender-score 0.7] [--min-quality-score 0.9]
+    python run_cnn.py [--profile embedded|celeba256] [--stage v8_dataset] [--retrain] [--force]
+                      [--properties '{"gender": {"keep_min": 0.7}, "quality": {"keep_min": 0.9}}']
 
-Labels: cnn/synthesize_results_quality_and_gender.csv (img_name, quality, gender); the embedded
-profile writes it with the bundled annotator when it is missing. Trains 5 fold models per
-property (reused on re-runs), scores the remaining images, writes
-cnn/all_image_quality_and_gender.csv and copies the kept images to
-stylegan/synthesize_results_filtered/.
+The config's `properties` table names the binary properties, their CNNs, label columns and keep
+rule (cnn/properties.py). Labels: cnn/synthesize_results_quality_and_gender.csv (img_name, quality,
+gender) or, for the v8 dataset, stylegan/generate_dataset/scores_labeled_first_2k.csv (idx, gender,
+quality, age, glass); the embedded profile writes them with the bundled annotator when missing (hand
+labels are never overwritten). Trains 5 fold models per property (reused on re-runs; a killed run
+resumes at the next fold), scores the remaining images, writes the merged scores CSV, copies the
+kept images and draws the funnel and the kept-vs-rejected grid.
 """
 
 import argparse
@@ -37,7 +39,7 @@ def main() -> int:
         print(f"{prop} validation AUROC per fold: {shown} (mean {mean:.3f}){note}")
     print(summary.funnel_line())
     print(f"done in {summary.seconds:.1f} s -> {summary.outputs['scores']}, {summary.outputs['filtered']}/, "
-          f"{summary.outputs['grid']}")
+          f"{summary.outputs['grid']}, {summary.outputs['funnel']}")
     return 0
 
 

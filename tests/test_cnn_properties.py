@@ -212,3 +212,17 @@ def test_v8_run_excludes_labelled_images_and_resumes_after_a_kill(tmp_path, face
     assert "labelled excluded" in summary.funnel_line() and "rejected by gender" in summary.funnel_line()
     assert config.path("funnel_png").read_bytes()[:4] == b"\x89PNG"
     assert config.path("report_grid").is_file()
+
+
+def test_annotator_writes_the_v8_labels_file(tmp_path, faces):
+    _write_images(tmp_path / "images", faces[:8])
+    config = _config(tmp_path, properties=V8_RULES, label_id_column="idx", annotate=True, num_labelled=6)
+    labels = obtain_labels(config, list_generated_images(config.path("images_dir")), force=False, log=lambda m: None)
+    written = pd.read_csv(config.path("labels_csv"))
+    assert list(written.columns) == ["idx", "gender", "quality", "age", "glass", "label_source"]
+    assert written["idx"].tolist() == list(range(6)) and (written["label_source"] == "annotator").all()
+    for column in ("gender", "quality", "age", "glass"):
+        assert set(written[column]) <= {0, 1}
+    signals = pd.read_csv(config.path("labels_csv").with_name("annotator_signals.csv"))
+    assert written["age"].tolist() == signals["age"].tolist() and written["glass"].tolist() == signals["glass"].tolist()
+    assert labels["img_name"].tolist() == list(range(6))  # the stage's own id name inside
