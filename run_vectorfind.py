@@ -20,6 +20,7 @@ import argparse
 
 from common.config import add_config_arguments, config_to_dict, resolve_config
 from common.errors import run_main
+from vectorfind.sampling import finish_distributed
 from vectorfind.settings import VectorFindConfig
 from vectorfind.stage import PHASES, build_context, run_phases
 
@@ -41,6 +42,7 @@ def main() -> int:
     if ctx.rank == 0:
         print(f"generator: {ctx.generator_description}")
     results = run_phases(ctx, phases, force=args.force)
+    finish_distributed()  # ranks > 0 stop after sampling; rank 0 ran directions, evaluation and compare alone
     if ctx.rank != 0:
         return 0
     if "sample" in results:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text, load_image, save_image
-from vectorfind.directions import GROUP_NAMES, TARGET_PROPERTIES, W_DIM, edit_w, group_name, score_column
+from vectorfind.directions import GROUP_NAMES, TARGET_PROPERTIES, edit_w, group_name, score_column
 from vectorfind.models import Scorer
 from vectorfind.sampling import codes_to_w, render, sample_codes, score
 
@@ -235,14 +235,3 @@ def check_saved_pngs(scorer: Scorer, report_dir: Path, inmemory: dict[int, np.nd
         float(np.abs(rescored[j * n:(j + 1) * n] - inmemory[i]).max()) for j, i in enumerate(picked)]})
     atomic_write_csv(frame, report_dir / "png_check.csv", index=False)
     return {"cases": picked, "images": len(images), "max_abs_score_diff": diff}
-
-
-def direction_stats(w: np.ndarray, vector: np.ndarray) -> float:
-    """SD of the sample's w along a unit vector (the 'sd' edit unit)."""
-    return float(np.std(w.astype(np.float64) @ vector.astype(np.float64)))
-
-
-def check_w_dim(vectors: dict[str, np.ndarray]) -> None:
-    for prop, v in vectors.items():
-        if v.shape != (W_DIM,):
-            raise PipelineError(f"direction for {prop} has shape {v.shape}, expected ({W_DIM},)")

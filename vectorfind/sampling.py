@@ -148,6 +148,12 @@ def wait_for_all() -> None:
         dist.barrier()
 
 
+def finish_distributed() -> None:
+    """Leave the process group (local; the sample phase's barriers already synchronised the shards)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def sample_shards(generator, scorer: Scorer, samples_dir: Path, num_samples: int, shard_size: int, seed: int,
                   batch_size: int, fingerprint: str, device, force: bool = False, rank: int = 0, world: int = 1,
                   progress: bool = True, desc: str = "sampling") -> int:
