@@ -56,7 +56,6 @@ class VectorFindConfig:
     compare_cases: int = field(default=20, metadata={
         "help": "cases per variant (plain/conditional x all layers/edit range) in the leakage comparison"})
     compare_layers: str = field(default="0-5", metadata={"help": "layer range compared with all layers"})
-    leakage_weight: float = field(default=1.5, metadata={"help": "+/- weight of the single-property leakage edits"})
     strip_weights: int = field(default=9, metadata={"help": "images per property strip (weights -2..+2)"})
 
     def validate(self) -> None:
