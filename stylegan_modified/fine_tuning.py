@@ -113,6 +113,8 @@ class FineTuneConfig:
     monitor_classifiers: list[str] = field(default_factory=lambda: ["gender", "quality"])
     classifier_models_dir: str = field(default="cnn/models", metadata={
         "help": "folder of the monitor's {prop}_model_{k}.pt ensembles (stage 2 layout)"})
+    property_cnn: str = field(default="", metadata={
+        "help": "7-output property CNN for --evaluate: Pearson r of requested label vs its reading ('' = skip)"})
     run_dir: str = "runs/fine_tuning_v1"
     export_generator: str = "stylegan_modified/stylegan_gen_fine_tuned_v1.pth"
     export_discriminator: str = "stylegan_modified/stylegan_dis_fine_tuned_v1.pth"
@@ -656,11 +658,16 @@ def evaluate_fine_tuning(config: FineTuneConfig, num: int, log=print) -> dict:
         before = load_generator_file(resolve_repo_path(config.init_checkpoint), config.init_entry,
                                      **config.generator_kwargs())
     results = {}
+    grid_rows = []  # 16 samples per generator (same z, N(0, 1) labels), to see what the scores were given
+    grid_rng = torch.Generator().manual_seed(config.seed + 4444)
+    grid_z, grid_labels = torch.randn(16, config.z_space_dim, generator=grid_rng), torch.randn(16, LABEL_SIZE,
+                                                                                             generator=grid_rng)
     for name, path, entry in (("before", None, None),
                               ("generator", config.export_generator, "generator"),
                               ("generator_smooth", config.export_generator, "generator_smooth")):
         generator = before if path is None else load_generator_file(resolve_repo_path(path), entry,
                                                                     **config.generator_kwargs())
+        grid_rows.append(generate_uint8(generator, grid_z, grid_labels[:, :generator.label_size]))
         for label_mode in ("normal", "zeros"):
             if path is None and label_mode == "zeros":
                 continue  # the unconditioned base takes no label
@@ -670,8 +677,46 @@ def evaluate_fine_tuning(config: FineTuneConfig, num: int, log=print) -> dict:
                             for prop, s in scores.items()}
             log(f"{key}: " + ", ".join(f"{p} {v['fraction_ge_0.5']:.3f} (mean {v['mean']:.3f})"
                                        for p, v in results[key].items()))
+    if config.property_cnn:
+        generator = load_generator_file(resolve_repo_path(config.export_generator), "generator_smooth",
+                                        **config.generator_kwargs())
+        results["label_pearson_r"] = label_correlations(generator, property_reader(config.property_cnn), num,
+                                                        config.seed + 4343)
+        log(f"Pearson r (requested label vs property CNN reading): {results['label_pearson_r']}")
+    else:
+        log("no --property-cnn given: label-to-image correlation not measured")
     out = resolve_repo_path(config.run_dir) / f"evaluation_{num}.json"
+    save_grid(torch.cat(grid_rows).permute(0, 2, 3, 1).numpy(), out.with_name("evaluation_samples.png"), ncols=16)
     atomic_write_text(out, json.dumps({"num_samples": num, "seed": config.seed + 4242, "results": results},
                                       indent=2) + "\n")
     log(f"-> {out}")
     return results
+
+
+def label_correlations(generator: StyleGANGenerator, read_properties: Callable[[torch.Tensor], np.ndarray],
+                       num: int, seed: int, batch_size: int = 100) -> dict[str, float]:
+    """Per property, Pearson r between the requested label value (N(0, 1) per dim, independent) and the
+    reading of the generated image by `read_properties` ([N, 3, R, R] uint8 -> [N, 7], the label order)."""
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(num, generator.z_space_dim, generator=rng)
+    labels = torch.randn(num, LABEL_SIZE, generator=rng)
+    readings = np.concatenate([np.asarray(read_properties(generate_uint8(generator, z[s:s + batch_size],
+                                                                         labels[s:s + batch_size])))
+                               for s in range(0, num, batch_size)])
+    return {name: round(float(np.corrcoef(labels[:, k].numpy(), readings[:, k])[0, 1]), 4)
+            for k, name in enumerate(PROPERTY_COLUMNS)}
+
+
+def property_reader(path: str | Path) -> Callable[[torch.Tensor], np.ndarray]:
+    """The property CNN of `path` (property_score_cnn), its outputs put in PROPERTY_COLUMNS order."""
+    from property_score_cnn.scoring import load_property_cnn, score_images
+
+    model = load_property_cnn(resolve_repo_path(path))
+    names = list(getattr(model, "output_names", []))
+    index = [names.index(c.removesuffix("_score")) if c.removesuffix("_score") in names else k
+             for k, c in enumerate(PROPERTY_COLUMNS)]
+
+    def read(images_uint8: torch.Tensor) -> np.ndarray:
+        return score_images(model, images_uint8, device="cpu").numpy()[:, index]
+
+    return read

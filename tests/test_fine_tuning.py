@@ -270,3 +270,16 @@ def test_time_budget_stops_saves_and_exports(base):
                               log=lambda m: None)
     assert summary.step == 1 and summary.finished and all(p.is_file() for p in summary.exported)
     assert read_weights(base / "budget" / "training_state.pt")["step"] == 1
+
+
+def test_label_correlations_are_pearson_r_of_request_vs_reading(base):
+    from stylegan_modified.fine_tuning import label_correlations
+
+    generator = FineTuner(tiny_config(base), load_dataset(base / "images", base / "all_scores_v2.csv", 16)).generator
+
+    def brightness_everywhere(images):
+        return np.repeat(brightness(images)[:, None], 7, axis=1)
+
+    r = label_correlations(generator, brightness_everywhere, num=40, seed=1)
+    assert set(r) == set(PROPERTY_COLUMNS) and all(-1 <= v <= 1 for v in r.values())
+    assert len(set(r.values())) > 1  # each property against its own requested dim
