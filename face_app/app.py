@@ -173,7 +173,7 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
                 saved_dir.mkdir(parents=True, exist_ok=True)
                 path = saved_dir / f"{next_free_stem(saved_dir, 'play')}.gif"
                 with atomic_path(path) as tmp:
-                    tmp.write_bytes(gif_bytes(images, play_fps, scale=4))
+                    tmp.write_bytes(gif_bytes(images, play_fps, scale=2))
                 told = ", ".join(f"{p} {w:+.2f}" for p, w in answer.items()) or "no words"
                 return str(path), (f"played {len(frames)} frames at {play_fps:g} fps (seed {seed}, {told}, "
                                    f"{blinks} blink(s)) -> {path}")

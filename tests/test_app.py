@@ -262,8 +262,11 @@ def image_pixels(driver, elem_id: str) -> np.ndarray | None:
     src = driver.execute_script(f"const i = document.querySelector('#{elem_id} img'); return i ? i.src : null")
     if not src:
         return None
-    data = base64.b64decode(src.split(",", 1)[1]) if src.startswith("data:") else urllib.request.urlopen(src).read()
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    try:
+        data = base64.b64decode(src.split(",", 1)[1]) if src.startswith("data:") else urllib.request.urlopen(src).read()
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except (OSError, ValueError):  # the page may still be switching images: the caller waits and asks again
+        return None
 
 
 def field_value(driver, elem_id: str) -> str:
