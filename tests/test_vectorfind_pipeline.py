@@ -22,12 +22,12 @@ if str(ROOT) not in sys.path:
 
 from common.errors import PipelineError  # noqa: E402
 from stylegan.stylegan_generator import StyleGANGenerator, TruncationModule  # noqa: E402
-from vectorfind.directions import GROUP_NAMES, TARGET_PROPERTIES, direction_path, save_direction  # noqa: E402
+from vectorfind.directions import GROUP_NAMES, SCORE_NAMES, TARGET_PROPERTIES, direction_path, save_direction  # noqa: E402
 from vectorfind.evaluation import RESULT_COLUMNS, TEST_RESULT_COLUMNS, edit_grid  # noqa: E402
 from vectorfind.models import choose_generator, module_scorer, property_cnn_scorer  # noqa: E402
 from vectorfind.sampling import load_samples, sample_shards, shard_path, shard_ranges  # noqa: E402
 from vectorfind.settings import VectorFindConfig  # noqa: E402
-from vectorfind.stage import Context, run_phases  # noqa: E402
+from vectorfind.stage import Context, median_fingerprint, run_phases  # noqa: E402
 
 FINGERPRINT = '{"test": 1}'
 
@@ -243,6 +243,18 @@ def test_compare_reports_leakage_drift_strips_and_summary(pipeline_run):
     assert (ctx.out / "summary.png").stat().st_size > 10_000
     assert (ctx.out / "strips" / "strip_mouth.png").is_file()
     assert results["compare"]["best_variant"] in set(table.variant)
+
+
+def test_separate_median_run_feeds_the_grouping(tmp_path):
+    ctx = make_context(tmp_path, num_samples=320, shard_size=160, median_source="separate", median_samples=480)
+    run_phases(ctx, ("sample",))
+    separate = load_samples(ctx.medians_dir / "samples", 480, 160, median_fingerprint(ctx)).scores
+    own = load_samples(ctx.samples_dir, 320, 160, FINGERPRINT).scores
+    table = pd.read_csv(ctx.medians_dir / "property_scores_mean_and_median.csv").set_index("value_type")
+    hair_color = SCORE_NAMES.index("hair_color")
+    assert table.loc["median", "hair_color"] == pytest.approx(float(np.median(separate[:, hair_color])))
+    assert table.loc["median", "hair_color"] != pytest.approx(float(np.median(own[:, hair_color])))
+    assert len(pd.read_csv(ctx.medians_dir / "property_scores_sampled.csv")) == 480
 
 
 def test_original_orientation_writes_the_negated_vectors(pipeline_run, tmp_path):
