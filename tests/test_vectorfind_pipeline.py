@@ -143,7 +143,7 @@ def _torchrun_worker(out_dir: str) -> None:
 def test_two_process_torchrun_equals_one_process(tmp_path, one_torch_thread):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    command = [str(torchrun), "--nproc-per-node", "2", "--master-port", "29517", __file__, str(tmp_path / "multi")]
+    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", __file__, str(tmp_path / "multi")]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {p.name for p in (tmp_path / "multi").glob("done_*")} == {"done_0_of_2", "done_1_of_2"}
