@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 from common.config import REPO_ROOT, resolve_config
 from common.errors import PipelineError, run_main
