@@ -144,6 +144,7 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
                                queue=queue_renders, concurrency_limit=1)
             face_menu.change(lambda name: default_group(name), face_menu, group, show_progress="hidden").then(
                 render, render_inputs, face, show_progress="hidden")
+
             def on_random_face():
                 name = book.add_seeded()
                 return gr.update(choices=book.names(), value=name)
@@ -163,6 +164,7 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
 
             save.click(on_save, render_inputs, status)
 
+            # The animation starts from the original's idle weights, not from the sliders (as the original did).
             def on_play(name, eyes, mouth, pose, first_layer, last_layer, kind_name, group_name, seed, *word_values):
                 chosen_words = {p: (None if v == NO_WORD else v) for p, v in zip(PROPERTIES, word_values)}
                 seed = int(seed or 0)
@@ -263,6 +265,9 @@ def build_label_tab(app, store: LabelStore) -> None:
         def show(state: dict):
             answers = store.answers()
             total, position = len(store.image_names), state["position"]
+            if total == 0:
+                return None, (f"no numbered images in {store.images_dir or 'the images folder'}: generate them "
+                              f"first or choose another folder (--images-dir)")
             done = sum(1 for name in store.image_names if name in answers)
             if position >= total:
                 return None, f"{done}/{total} labelled - end of the folder (left arrow goes back)"

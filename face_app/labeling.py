@@ -45,12 +45,13 @@ class LabelStore:
     schema: dict[str, dict[str, int]]
     id_column: str = "img_name"
     image_paths: dict[int, Path] = field(default_factory=dict)
+    images_dir: Path | None = None
 
     @classmethod
     def for_folder(cls, csv_path: Path, images_dir: Path, schema: dict[str, dict[str, int]],
                    id_column: str = "img_name") -> "LabelStore":
         paths = list_images(images_dir)
-        return cls(Path(csv_path), list(paths), schema, id_column, paths)
+        return cls(Path(csv_path), list(paths), schema, id_column, paths, Path(images_dir))
 
     def read(self) -> pd.DataFrame:
         if not self.csv_path.is_file():
