@@ -322,6 +322,9 @@ def train_or_reuse(config: PropertyCnnConfig, kind: str, dataset: Dataset, names
     path = config.model_path(kind)
     if not retrain and _check_reusable(config, kind, fingerprint, log):
         return load_property_cnn(path, config.resolution), False, None, None
+    # A killed retraining must not leave the old model to be reused as if it were the new one.
+    _info_path(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     log_path = config.path("log_dir") / log_name
     trained = _train(config, kind, dataset, names, criterion_names, log_path)
     save_weights(path, trained.result.best_state)
