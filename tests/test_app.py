@@ -421,3 +421,31 @@ def test_app_config_stage_and_bad_schema():
     assert v8.schema == "v8" and v8.labels_csv.endswith("scores_labeled_first_2k.csv")
     with pytest.raises(PipelineError, match="label schema"):
         resolve_config(AppConfig, "app", schema="v9")
+
+
+def test_build_from_repo_wires_generator_directions_faces_and_labels(tmp_path, repo_root):
+    from face_app.launch import AppConfig, build_from_repo
+
+    checkpoint = tmp_path / "stylegan/models/embedded_stylegan_64.pth"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.symlink_to(repo_root / "stylegan/models/embedded_stylegan_64.pth")
+    write_directions(tmp_path / "vectorfind/v8/property_score_vectors", seed=3)
+    write_report(tmp_path / "vectorfind/v8", latent_dim=512)
+    (tmp_path / "images").mkdir()
+    save_image(np.zeros((8, 8, 3), np.uint8), tmp_path / "images/000004.png")
+    config = AppConfig(images_dir="images", labels_csv="labels.csv", schema="v8", saved_dir=str(tmp_path / "out"))
+    before = torch.get_num_threads()
+    try:
+        app, editor = build_from_repo(config, repo_root=tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert editor.kinds() == ["chosen"] and editor.groups("chosen") == [GROUP_NAMES[0], GROUP_NAMES[5]]
+    assert editor.label_size == 0 and editor.render(np.zeros(512, np.float32), {"eyes": 1.0}).shape == (64, 64, 3)
+    assert app.face_app_saved_dir == tmp_path / "out"
+    write_report(tmp_path / "vectorfind/v8" / "other", latent_dim=519)  # a v8-width report for this generator
+    (tmp_path / "vectorfind/v8/image_generation_report/latent_codes_all.csv").unlink()
+    (tmp_path / "vectorfind/v8/other/image_generation_report/latent_codes_all.csv").rename(
+        tmp_path / "vectorfind/v8/image_generation_report/latent_codes_all.csv")
+    with pytest.raises(PipelineError, match="519 latent values, the generator needs 512"):
+        build_from_repo(config, repo_root=tmp_path)
