@@ -21,12 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common.config import REPO_ROOT, resolve_config  # noqa: E402
 from face_app.app import build_app, serve  # noqa: E402
 from face_app.cases import seeded_face  # noqa: E402
-from face_app.editing import FaceEditor, pick_generator  # noqa: E402
-from stylegan.checkpoint import load_generator  # noqa: E402
-from stylegan.generate import GeneratorConfig, batch_invariant  # noqa: E402
+from face_app.editing import FaceEditor, load_app_generator  # noqa: E402
+from stylegan.generate import batch_invariant  # noqa: E402
 
 
 PROPERTIES = ("eyes", "mouth", "pose")
@@ -67,9 +65,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    config = resolve_config(GeneratorConfig, "generator")
-    path, label_size = pick_generator(REPO_ROOT)
-    generator = load_generator(path, config.checkpoint_entry, label_size=label_size, **config.generator_kwargs())
+    generator, choice = load_app_generator("", "embedded")
+    label_size = choice.label_size
     rng = np.random.default_rng(0)  # seed 0: stand-in unit directions when no VectorFind vectors exist yet
     directions = {}
     for prop in ("eyes", "mouth", "pose"):

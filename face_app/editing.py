@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +17,13 @@ from vectorfind.directions import GROUP_NAMES, direction_path, edit_w, load_dire
 PROPERTIES = ("eyes", "mouth", "pose")
 
 
-@dataclass(frozen=True)
-class GeneratorChoice:
-    path: str
-    label_size: int  # label dims after the 512 z dims in a latent row (7 for the fine-tuned generators)
+def load_app_generator(explicit: str, profile: str):
+    """The generator VectorFind uses (vectorfind.models: explicit file, else FineTune-v8, v1, the base), so the
+    app edits in the w space its directions were found in; returns (generator, its GeneratorChoice)."""
+    from vectorfind.models import choose_generator, load_chosen_generator
 
-
-# v8 if trained, else v1, else the base generator (the first file that exists).
-GENERATOR_CANDIDATES = (GeneratorChoice("stylegan/models/stylegan_gen_fine_tuned_v8.pth", 7),
-                        GeneratorChoice("stylegan_modified/stylegan_gen_fine_tuned_v1.pth", 7),
-                        GeneratorChoice("stylegan/models/embedded_stylegan_64.pth", 0))
-
-
-def pick_generator(repo_root: Path) -> tuple[Path, int]:
-    """(path, label_size) of the first generator in GENERATOR_CANDIDATES that exists."""
-    for choice in GENERATOR_CANDIDATES:
-        if (repo_root / choice.path).is_file():
-            return repo_root / choice.path, choice.label_size
-    raise PipelineError(f"{repo_root / GENERATOR_CANDIDATES[-1].path}: no generator found; train or export one first")
-
-
-def pick_generator_path(repo_root: Path) -> Path:
-    return pick_generator(repo_root)[0]
+    choice = choose_generator(explicit, profile)
+    return load_chosen_generator(choice, torch.device("cpu")), choice
 
 
 def read_direction_sets(folders: dict[str, Path | None]) -> dict[str, dict[str, dict[str, np.ndarray]]]:

@@ -16,6 +16,8 @@ class AppConfig:
     profile: str = "embedded"
     host: str = field(default="127.0.0.1", metadata={"help": "address to serve on (loopback by default)"})
     port: int = 7860
+    generator: str = field(default="", metadata={
+        "help": "generator checkpoint; empty = VectorFind's choice (FineTune-v8, else v1, else the base)"})
     seed: int = field(default=0, metadata={"help": "first seeded face when no evaluated faces exist"})
     num_threads: int = field(default=1, metadata={
         "help": "torch threads for rendering; 1 is fastest for one 64 px face on a shared machine"})
@@ -59,20 +61,16 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None):
     """The Gradio app for the repository's files, and the editor behind it."""
     import torch
 
-    from common.config import REPO_ROOT, resolve_config
+    from common.config import REPO_ROOT
     from face_app.app import build_app
     from face_app.cases import face_choices, check_latent_width
-    from face_app.editing import FaceEditor, pick_generator, read_direction_sets
+    from face_app.editing import FaceEditor, load_app_generator, read_direction_sets
     from face_app.labeling import LabelStore, schema_by_name
-    from stylegan.checkpoint import load_generator
-    from stylegan.generate import GeneratorConfig
 
     root = REPO_ROOT if repo_root is None else repo_root
     torch.set_num_threads(config.num_threads)
-    generator_config = resolve_config(GeneratorConfig, "generator", profile=config.profile)
-    path, label_size = pick_generator(root)
-    generator = load_generator(path, generator_config.checkpoint_entry, label_size=label_size,
-                               **generator_config.generator_kwargs())
+    generator, choice = load_app_generator(config.generator, config.profile)
+    label_size, path = choice.label_size, choice.path
     direction_sets = read_direction_sets({"chosen": root / config.vectors_dir, "plain": root / config.plain_vectors_dir,
                                           "conditional": root / config.conditional_vectors_dir})
     editor = FaceEditor(generator, direction_sets=direction_sets, label_size=label_size)

@@ -433,7 +433,8 @@ def test_build_from_repo_wires_generator_directions_faces_and_labels(tmp_path, r
     write_report(tmp_path / "vectorfind/v8", latent_dim=512)
     (tmp_path / "images").mkdir()
     save_image(np.zeros((8, 8, 3), np.uint8), tmp_path / "images/000004.png")
-    config = AppConfig(images_dir="images", labels_csv="labels.csv", schema="v8", saved_dir=str(tmp_path / "out"))
+    config = AppConfig(images_dir="images", labels_csv="labels.csv", schema="v8", saved_dir=str(tmp_path / "out"),
+                       generator=str(checkpoint))
     before = torch.get_num_threads()
     try:
         app, editor = build_from_repo(config, repo_root=tmp_path)
