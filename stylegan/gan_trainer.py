@@ -215,7 +215,9 @@ def plot_log_curves(log_path: Path, png_path: Path, panels: dict[str, list[str]]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
     for ax, (title, cols) in zip(axes[0], panels.items()):
         for col in cols:
-            ax.plot(log[x], log[col], label=col, linewidth=1.2)
+            points = log[[x, col]].dropna()  # columns logged every N rows (the monitor) have gaps
+            ax.plot(points[x], points[col], label=col, linewidth=1.2, marker="o" if len(points) < 30 else None,
+                    markersize=3)
         ax.set_title(title)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
