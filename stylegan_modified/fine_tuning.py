@@ -663,14 +663,14 @@ def evaluate_fine_tuning(config: FineTuneConfig, num: int, log=print) -> dict:
     grid_z, grid_labels = torch.randn(16, config.z_space_dim, generator=grid_rng), torch.randn(16, LABEL_SIZE,
                                                                                              generator=grid_rng)
     for name, path, entry in (("before", None, None),
-                              ("generator", config.export_generator, "generator"),
-                              ("generator_smooth", config.export_generator, "generator_smooth")):
+                              ("generator_smooth", config.export_generator, "generator_smooth"),
+                              ("generator", config.export_generator, "generator")):
         generator = before if path is None else load_generator_file(resolve_repo_path(path), entry,
                                                                     **config.generator_kwargs())
         grid_rows.append(generate_uint8(generator, grid_z, grid_labels[:, :generator.label_size]))
         for label_mode in ("normal", "zeros"):
-            if path is None and label_mode == "zeros":
-                continue  # the unconditioned base takes no label
+            if label_mode == "zeros" and entry != "generator_smooth":
+                continue  # the unconditioned base takes no label; the raw G only with the labels stage 1 uses
             scores = sample_scores(generator, classifiers, num, seed=config.seed + 4242, label_mode=label_mode)
             key = name if path is None else f"{name}/labels_{label_mode}"
             results[key] = {prop: {"mean": round(float(s.mean()), 4), "fraction_ge_0.5": round(float((s >= 0.5).mean()), 4)}
