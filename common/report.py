@@ -29,6 +29,7 @@ class Section:
     images: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
     configs: tuple[str, ...] = ()
+    latest: tuple[str, ...] = ()  # image patterns of which only the last match (by name) is shown
     # Columns to show for wide CSVs (all when empty); rows beyond MAX_TABLE_ROWS are cut and said so.
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -38,31 +39,37 @@ SECTIONS: tuple[Section, ...] = (
             images=("stylegan/synthesize_results_grid.png",),
             configs=("stylegan/synthesize_results/generation_config.json",)),
     Section("2. Gender / quality filter",
-            images=("cnn/kept_vs_rejected.png", "cnn/*funnel*.png", "stylegan/synthesize_results_filtered_grid.png"),
-            tables=("cnn/log/fold_summary*.csv", "cnn/log/train_summary*.csv"),
+            images=("cnn/funnel.png", "cnn/kept_vs_rejected.png", "stylegan/synthesize_results_filtered_grid.png"),
+            tables=("cnn/log/train_log_*.csv",),
             configs=("cnn/log/cnn_config.json",)),
     Section("3. Segmentation",
             images=("segmentation/segmentation_results_grid.png",),
             configs=("segmentation/segmentation_results/*config*.json",)),
     Section("4. Property scores",
-            images=("segmentation/property_score_results/*.png",),
             configs=("segmentation/property_score_results/*.config.json",)),
-    Section("5. Property-score CNNs",
-            images=("property_score_cnn/**/*.png",),
-            tables=("property_score_cnn/**/*summary*.csv", "property_score_cnn/**/*validation*.csv")),
-    Section("6. Fine-tuning v1 / v8",
-            images=("stylegan_modified/**/*.png", "stylegan/models/*fine_tuned*.png",
-                    "stylegan_modified/**/fine_tuning_v8/*.png"),
-            tables=("stylegan_modified/**/*summary*.csv", "stylegan_modified/**/*measure*.csv")),
+    Section("5. Property-score CNNs", text="Validation split: predicted vs target per property; per-epoch logs.",
+            images=("property_score_cnn/train_logs/*.png",),
+            tables=("property_score_cnn/train_logs/*.csv",),
+            configs=("property_score_cnn/train_logs/*config*.json",)),
+    Section("6. Fine-tuning v1 / v8", text="Curves of the whole run and the preview grid of the last logged step "
+            "(rows: zero label, then each label at +2; columns: fixed z).",
+            images=("runs/fine_tuning_v1/train_curves.png", "runs/fine_tuning_v8/train_curves.png"),
+            latest=("runs/fine_tuning_v1/preview_*.png", "runs/fine_tuning_v8/preview_*.png"),
+            configs=("runs/fine_tuning_v1/summary.json", "runs/fine_tuning_v8/summary.json",
+                     "runs/fine_tuning_v1/evaluation_*.json", "runs/fine_tuning_v8/evaluation_*.json")),
     Section("7. The v8 dataset",
-            images=("stylegan/generate_dataset/*.png", "stylegan/generated_face_images_grid.png",
-                    "stylegan/generated_face_images_filtered_grid.png", "segmentation/segmentation_results_v8_grid.png"),
-            tables=("stylegan/generate_dataset/log/fold_summary*.csv",),
+            images=("stylegan/generated_face_images_grid.png", "stylegan/generate_dataset/funnel.png",
+                    "stylegan/generate_dataset/kept_vs_rejected.png", "segmentation/segmentation_results_v8_grid.png"),
+            tables=("stylegan/generate_dataset/log/train_log_*.csv",),
             configs=("stylegan/generate_dataset/log/cnn_config.json",)),
-    Section("8-9. VectorFind",
-            images=("vectorfind/v8/*.png", "vectorfind/v8/**/strip_*.png", "vectorfind/v8/**/summary*.png"),
-            tables=("vectorfind/v8/*accuracy*.csv", "vectorfind/v8/**/test_statistics.csv",
-                    "vectorfind/v8/**/leakage*.csv")),
+    Section("8-9. VectorFind", text="SVM accuracy per (property, group), the evaluation's statistics, plain vs "
+            "conditional directions and layer ranges, leakage per unit edit, and one edit strip per property.",
+            images=("vectorfind/v8/compare/summary.png", "vectorfind/v8/compare/strips/*.png",
+                    "vectorfind/v8/summary.png", "vectorfind/v8/strips/*.png"),
+            tables=("vectorfind/v8/svm_accuracy.csv", "vectorfind/v8/image_generation_report/test_statistics.csv",
+                    "vectorfind/v8/compare/variant_comparison.csv", "vectorfind/v8/compare/leakage.csv"),
+            configs=("vectorfind/v8/directions_info.json", "vectorfind/v8/*summary*.json",
+                     "vectorfind/v8/image_generation_report/evaluation_summary.json")),
 )
 
 
@@ -103,13 +110,13 @@ def _section_html(section: Section, root: Path, run_dir: Path) -> str:
     parts = [f"<h2>{html.escape(section.title)}</h2>"]
     if section.text:
         parts.append(f"<p>{html.escape(section.text)}</p>")
-    found_any = False
-    for pattern in section.images:
-        for path in _matches(pattern, root):
-            found_any = True
-            src = _copy_asset(path, root, run_dir)
-            label = html.escape(str(path.relative_to(root)))
-            parts.append(f"<figure><img src='{src}' alt='{label}'><figcaption>{label}</figcaption></figure>")
+    figures = [path for pattern in section.images for path in _matches(pattern, root)]
+    figures += [matches[-1] for pattern in section.latest if (matches := _matches(pattern, root))]
+    found_any = bool(figures)
+    for path in figures:
+        src = _copy_asset(path, root, run_dir)
+        label = html.escape(str(path.relative_to(root)))
+        parts.append(f"<figure><img src='{src}' alt='{label}'><figcaption>{label}</figcaption></figure>")
     for pattern in section.tables:
         for path in _matches(pattern, root):
             found_any = True

@@ -102,7 +102,7 @@ def report_fixture(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "repo"
     (root / "stage").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for name in ("grid.png", "curves.png"):
+    for name in ("grid.png", "curves.png", "preview_000010.png", "preview_000020.png"):
         save_image(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8), root / "stage" / name)
     (root / "stage" / "metrics.csv").write_text("property,r\neyes,0.91\nmouth,0.88\n")
     (root / "stage" / "run.config.json").write_text('{"seed": 7}')
@@ -112,7 +112,7 @@ def report_fixture(tmp_path: Path) -> tuple[Path, Path]:
     return root, run_dir
 
 
-SECTIONS = (Section("stage", images=("stage/*.png",), tables=("stage/metrics.csv",),
+SECTIONS = (Section("stage", images=("stage/grid.png", "stage/curves.png"), latest=("stage/preview_*.png",), tables=("stage/metrics.csv",),
                     configs=("stage/*.config.json",)),
             Section("not run yet", images=("later/*.png",)))
 
@@ -120,7 +120,8 @@ SECTIONS = (Section("stage", images=("stage/*.png",), tables=("stage/metrics.csv
 def test_report_copies_images_and_shows_tables(tmp_path):
     root, run_dir = report_fixture(tmp_path)
     page = build_report(run_dir, "embedded", root=root, sections=SECTIONS).read_text()
-    assert page.count("<img ") == 2 and "assets/stage__grid.png" in page
+    assert page.count("<img ") == 3 and "assets/stage__grid.png" in page
+    assert "preview_000020" in page and "preview_000010" not in page  # only the newest preview
     assert (run_dir / "assets" / "stage__curves.png").read_bytes() == (root / "stage" / "curves.png").read_bytes()
     assert "<td>0.88</td>" in page and "&quot;seed&quot;: 7" in page and "no outputs of this stage yet" in page
     assert "<td>1.5</td>" in page
@@ -142,4 +143,4 @@ def test_report_opens_in_chromium_from_a_copied_folder_and_every_image_loads(tmp
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
     finally:
         driver.quit()
-    assert sizes == [[True, 24, 16], [True, 24, 16]]
+    assert sizes == [[True, 24, 16]] * 3
