@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, TrainSettings, at
                           predict_scores, train_attempt, train_fold_with_restarts)
 from common.checkpoints import load_state_strict, read_weights, save_weights
 from common.config import dump_config, resolve_repo_path
-from common.errors import PipelineError
+from common.errors import PipelineError, log_line
 from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
 from common.images import make_grid
 
@@ -48,12 +47,6 @@ IMAGE_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 TRAIN_LOG_COLUMNS = ("fold_no", "success", "min_val_loss", "total_epochs", "best_epoch", "elapsed_time (s)",
                      "val_loss_list", "attempt", "seed", "val_auroc", "kept")
 MODEL_INFO_FILE = "model_info.json"
-
-
-def log_line(message: str) -> None:
-    """Print above any open progress bar, unbuffered so logs of background runs stay current."""
-    tqdm.write(message)
-    sys.stdout.flush()
 
 
 @dataclass

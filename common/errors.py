@@ -21,3 +21,11 @@ def run_main(main: Callable[[], int | None]) -> None:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def log_line(message: str) -> None:
+    """Print above any open progress bar, unbuffered so logs of background runs stay current."""
+    from tqdm import tqdm
+
+    tqdm.write(message)
+    sys.stdout.flush()

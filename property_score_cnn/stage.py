@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from common.checkpoints import save_weights
 from common.config import REPO_ROOT, dump_config, resolve_repo_path
-from common.errors import PipelineError
+from common.errors import PipelineError, log_line
 from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
 from common.training_loop import LoopSettings, seeded_split
 from property_score_cnn.models import SEVEN_NAMES, SUPPORTED_RESOLUTIONS, build_model, merge_models
@@ -44,11 +43,6 @@ SEVEN_CRITERION_NAMES = tuple(n for n in SEVEN_NAMES if n != "background_std")
 SEVEN_LOG = "train_log_v2_cnn.csv"
 HAIRSTYLE_LOG = "property_score_cnn_train_log.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def log_line(message: str) -> None:
-    tqdm.write(message)
-    sys.stdout.flush()
 
 
 @dataclass
