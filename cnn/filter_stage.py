@@ -91,6 +91,9 @@ class CnnConfig:
     cosine_t_max: int = 10
     max_restarts: int = field(default=5, metadata={"help": "cap on the restart rule's retrainings per fold"})
     funnel_png: str = "cnn/funnel.png"
+    skip_scarce_properties: bool = field(default=False, metadata={
+        "help": "leave out (logged, no keep rule) a property whose rarer class has fewer labelled images than "
+                "num_folds, instead of stopping the stage"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
 
     def validate(self) -> None:
@@ -422,14 +425,14 @@ def _inference_is_current(csv_path: Path, img_nos: np.ndarray, model_paths: list
 
 
 def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chunk: int = 512,
-                  log=log_line) -> dict[str, pd.DataFrame]:
+                  log=log_line, properties: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Score the unlabelled images with each property's K models (eval mode, batched); every image
-    is read once for all properties whose CSV is not current."""
+    is read once for all properties whose CSV is not current. `properties`: default all of the config's."""
     out = {}
     inference_dir = config.path("inference_dir")
     img_nos = unlabelled["img_no"].to_numpy()
     todo = []
-    for prop in config.property_names:
+    for prop in properties if properties is not None else config.property_names:
         csv_path = inference_dir / f"{prop}.csv"
         paths = [model_path(config.path("models_dir"), prop, k) for k in range(config.num_folds)]
         if not force and _inference_is_current(csv_path, img_nos, paths):
@@ -578,14 +581,17 @@ class StageSummary:
     # images failing each property's rule (an image can fail several); labelled ones excluded if so configured
     rejected_by: dict[str, int] = field(default_factory=dict)
     excluded_labelled: int = 0
+    # properties left out for too few labels of one class (skip_scarce_properties): name -> reason
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def funnel_line(self) -> str:
         source = f", {self.labelled_by_annotator} by the annotator" if self.labelled_by_annotator else ""
         rejected = ", ".join(f"{prop} {count}" for prop, count in self.rejected_by.items())
         excluded = f"; {self.excluded_labelled} labelled excluded" if self.excluded_labelled else ""
+        skipped = "".join(f"; {prop} not filtered ({why})" for prop, why in self.skipped.items())
         return (f"funnel: generated {self.generated} -> labelled {self.labelled}{source} -> kept {self.kept} "
                 f"({self.kept_labelled} labelled + {self.kept_predicted} predicted)"
-                + (f"; rejected by {rejected}" if rejected else "") + excluded)
+                + (f"; rejected by {rejected}" if rejected else "") + excluded + skipped)
 
 
 def save_funnel_plot(summary: StageSummary, path: Path) -> None:
@@ -654,10 +660,19 @@ def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = Fal
         torch.set_num_threads(previous_threads)
 
 
+def scarce_properties(config: CnnConfig, labels: pd.DataFrame) -> dict[str, str]:
+    """Properties whose rarer class has fewer labelled images than folds: name -> reason."""
+    scarce = {}
+    for prop in config.property_names:
+        counts = np.bincount(labels[prop].to_numpy().astype(int), minlength=2)
+        if counts.min() < config.num_folds:
+            scarce[prop] = (f"{counts.min()} of {len(labels)} labelled images are {int(counts.argmin())}, "
+                            f"fewer than the {config.num_folds} folds")
+    return scarce
+
+
 def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> StageSummary:
     start = time.perf_counter()
-    rules = config.rules()
-    properties = [r.name for r in rules]
     images = list_generated_images(config.path("images_dir"))
     labels = obtain_labels(config, images, force, log=log)
     present = labels[LABEL_ID].isin(images["img_no"])
@@ -666,10 +681,15 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
         labels = labels[present].reset_index(drop=True)
     if labels.empty:
         raise PipelineError(f"{config.path('labels_csv')}: none of the labelled images is in {config.path('images_dir')}")
+    skipped = scarce_properties(config, labels) if config.skip_scarce_properties else {}
+    for prop, why in skipped.items():
+        log(f"{prop}: not trained and not filtered on: {why} (label more images to train it)")
+    rules = [r for r in config.rules() if r.name not in skipped]
+    properties = [r.name for r in rules]
     labelled_images = images.set_index("img_no").loc[labels[LABEL_ID], "path"].tolist()
     pixels = to_tensor(load_images(labelled_images, config.resolution, progress=True))
     dump_config(config, config.path("log_dir") / "cnn_config.json")
-    fingerprint = labels_fingerprint(labels, properties)
+    fingerprint = labels_fingerprint(labels, config.property_names)
     logs = {}
     for prop in properties:
         logs[prop] = train_property(config, prop, pixels, labels[prop].to_numpy(), fingerprint,
@@ -677,8 +697,9 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
     del pixels
 
     unlabelled = images[~images["img_no"].isin(labels[LABEL_ID])].reset_index(drop=True)
-    inference = run_inference(config, unlabelled, force=force or retrain, log=log) if len(unlabelled) else {}
-    scores = merge_scores(images, labels, inference, properties)
+    inference = (run_inference(config, unlabelled, force=force or retrain, log=log, properties=properties)
+                 if len(unlabelled) else {})
+    scores = merge_scores(images, labels, inference, config.property_names)  # a skipped one: labels only
     atomic_write_csv(scores, config.path("all_scores_csv"))
 
     is_labelled = scores["img_no"].isin(labels[LABEL_ID]).to_numpy()
@@ -701,7 +722,7 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
         outputs={"scores": _relative(config.path("all_scores_csv")), "filtered": _relative(config.path("filtered_dir")),
                  "grid": _relative(config.path("report_grid")), "funnel": _relative(config.path("funnel_png"))},
         rejected_by={r.name: int((candidates & ~rule_passes(scores, r)).sum()) for r in rules},
-        excluded_labelled=0 if config.keep_labelled else int(is_labelled.sum()))
+        excluded_labelled=0 if config.keep_labelled else int(is_labelled.sum()), skipped=skipped)
     save_funnel_plot(summary, config.path("funnel_png"))
     summary.seconds = time.perf_counter() - start
     return summary

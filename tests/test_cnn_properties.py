@@ -227,3 +227,32 @@ def test_annotator_writes_the_v8_labels_file(tmp_path, faces):
     signals = pd.read_csv(config.path("labels_csv").with_name("annotator_signals.csv"))
     assert written["age"].tolist() == signals["age"].tolist() and written["glass"].tolist() == signals["glass"].tolist()
     assert labels["img_name"].tolist() == list(range(6))  # the stage's own id name inside
+
+
+def test_a_property_with_too_few_labels_of_one_class_stops_or_is_skipped(tmp_path, faces):
+    """One glasses image among 16 labels cannot be split into folds: a one-line error by default; with
+    skip_scarce_properties the stage trains the others, keeps the label column and leaves glass out of the rule."""
+    _write_images(tmp_path / "images", faces)
+    labels = _v8_labels().assign(glass=[1] + [0] * 15)
+    config = _config(tmp_path, properties=V8_RULES, label_id_column="idx", keep_labelled=False)
+    labels.to_csv(config.path("labels_csv"), index=False)
+    with pytest.raises(PipelineError, match=r"glass labels have only 1 image\(s\) of class 1") as info:
+        run_filter_stage(config, log=lambda m: None)
+    assert "\n" not in str(info.value)
+
+    skipping = _config(tmp_path, properties=V8_RULES, label_id_column="idx", keep_labelled=False,
+                       skip_scarce_properties=True)
+    messages = []
+    summary = run_filter_stage(skipping, log=messages.append)
+    assert any(m.startswith("glass: not trained") for m in messages)
+    assert set(summary.fold_auroc) == {"gender", "quality", "age"} and set(summary.rejected_by) == {"gender", "quality", "age"}
+    assert not list(skipping.path("models_dir").glob("glass_model_*.pt"))
+    assert "glass not filtered (1 of 16 labelled images are 1" in summary.funnel_line()
+    scores = pd.read_csv(skipping.path("all_scores_csv"), index_col=0)
+    assert scores["glass_score"].iloc[:16].tolist() == labels["glass"].tolist()
+    assert scores["glass_score"].iloc[16:].isna().all()
+    # the keep rule is gender, quality and age alone
+    rules = [r for r in parse_property_rules(V8_RULES) if r.name != "glass"]
+    expected = keep_mask(scores, rules, scores["img_no"].lt(16).to_numpy())
+    kept = sorted(int(p.stem) for p in skipping.path("filtered_dir").iterdir())
+    assert kept == scores["img_no"][expected].tolist()
