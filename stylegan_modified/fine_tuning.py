@@ -637,17 +637,44 @@ def sample_scores(generator: StyleGANGenerator, classifiers: dict[str, Classifie
     labels = torch.randn(num, max(generator.label_size, 1), generator=rng)[:, :generator.label_size]
     if label_mode == "zeros":
         labels = torch.zeros_like(labels)
-    out: dict[str, list[np.ndarray]] = {name: [] for name in classifiers}
+    out: dict[str, list[np.ndarray]] = {}
     for start in range(0, num, batch_size):
         images = generate_uint8(generator, z[start:start + batch_size], labels[start:start + batch_size])
         for name, fn in classifiers.items():
-            out[name].append(np.asarray(fn(images)))
+            result = fn(images)
+            # a classifier may read several properties at once (the annotator): name_property
+            parts = {f"{name}_{key}": value for key, value in result.items()} if isinstance(result, dict) \
+                else {name: result}
+            for key, value in parts.items():
+                out.setdefault(key, []).append(np.asarray(value, np.float64))
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-def evaluate_fine_tuning(config: FineTuneConfig, num: int, log=print) -> dict:
-    """Classifier fractions (score >= 0.5) on `num` samples of the base (v1) or v1 (v8) and of the result."""
+def annotator_classifier(log: Callable[[str], None] = print) -> Callable[[torch.Tensor], dict[str, np.ndarray]] | None:
+    """The embedded annotator (cnn/annotate.py) as a multi-property classifier: 0/1 labels for gender
+    (1 = female), quality, age (1 = looks old) and glass; None where its packages are missing."""
+    try:
+        from cnn.annotate import FaceAnnotator
+
+        annotator = FaceAnnotator()
+    except PipelineError as exc:
+        log(f"annotator not available ({exc}); evaluation by the CNN ensembles only")
+        return None
+
+    def read(images_uint8: torch.Tensor) -> dict[str, np.ndarray]:
+        frame = annotator.annotate(list(images_uint8.permute(0, 2, 3, 1).contiguous().numpy()))
+        return {prop: frame[prop].to_numpy(np.float64) for prop in ("gender", "quality", "age", "glass")}
+
+    return read
+
+
+def evaluate_fine_tuning(config: FineTuneConfig, num: int, log=print, use_annotator: bool = True) -> dict:
+    """Classifier fractions (score >= 0.5) on `num` samples of the base (v1) or v1 (v8) and of the result, by the
+    config's CNN ensembles and (`use_annotator`) by the annotator (`annotator_{gender,quality,age,glass}`)."""
     classifiers = load_classifiers(config, log)
+    annotator = annotator_classifier(log) if use_annotator else None
+    if annotator is not None:
+        classifiers["annotator"] = annotator
     if not classifiers:
         log(f"no classifier ensembles in {config.classifier_models_dir}; run run_cnn.py first")
         return {}
@@ -671,7 +698,10 @@ def evaluate_fine_tuning(config: FineTuneConfig, num: int, log=print) -> dict:
         for label_mode in ("normal", "zeros"):
             if label_mode == "zeros" and entry != "generator_smooth":
                 continue  # the unconditioned base takes no label; the raw G only with the labels stage 1 uses
-            scores = sample_scores(generator, classifiers, num, seed=config.seed + 4242, label_mode=label_mode)
+            # the annotator (seconds per 100 faces) reads the generator before and the one later stages sample from
+            readers = classifiers if path is None or (entry, label_mode) == ("generator_smooth", "normal") else \
+                {k: v for k, v in classifiers.items() if k != "annotator"}
+            scores = sample_scores(generator, readers, num, seed=config.seed + 4242, label_mode=label_mode)
             key = name if path is None else f"{name}/labels_{label_mode}"
             results[key] = {prop: {"mean": round(float(s.mean()), 4), "fraction_ge_0.5": round(float((s >= 0.5).mean()), 4)}
                             for prop, s in scores.items()}

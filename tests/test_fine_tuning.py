@@ -283,3 +283,19 @@ def test_label_correlations_are_pearson_r_of_request_vs_reading(base):
     r = label_correlations(generator, brightness_everywhere, num=40, seed=1)
     assert set(r) == set(PROPERTY_COLUMNS) and all(-1 <= v <= 1 for v in r.values())
     assert len(set(r.values())) > 1  # each property against its own requested dim
+
+
+def test_sample_scores_takes_single_and_multi_property_classifiers(base):
+    """A classifier returning a dict (the annotator) gives one `name_key` score array per key, from the same images."""
+    from stylegan_modified.fine_tuning import sample_scores
+
+    generator = FineTuner(tiny_config(base), load_dataset(base / "images", base / "all_scores_v2.csv", 16)).generator
+
+    def channel_means(images):
+        return {c: images[:, k].float().mean(dim=(1, 2)).numpy() / 255 for k, c in enumerate("rgb")}
+
+    scores = sample_scores(generator, {"bright": brightness, "colour": channel_means}, num=10, seed=2, batch_size=4)
+    assert set(scores) == {"bright", "colour_r", "colour_g", "colour_b"}
+    assert all(v.shape == (10,) for v in scores.values())
+    np.testing.assert_allclose((scores["colour_r"] + scores["colour_g"] + scores["colour_b"]) / 3, scores["bright"],
+                               atol=1e-6)
