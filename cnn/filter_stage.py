@@ -95,6 +95,9 @@ class CnnConfig:
         "help": "leave out (logged, no keep rule) a property whose rarer class has fewer labelled images than "
                 "num_folds, instead of stopping the stage"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    fold_workers: int = field(default=1, metadata={
+        "help": "train this many folds at once in worker processes (each with num_threads threads); the models "
+                "are the same as one at a time"})
 
     def validate(self) -> None:
         if self.resolution not in SUPPORTED_RESOLUTIONS:
@@ -105,6 +108,8 @@ class CnnConfig:
         for name in ("num_labelled", "train_batch_size", "eval_batch_size", "max_epochs", "patience", "cosine_t_max"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"[cnn] {name} must be >= 1, got {getattr(self, name)}")
+        if self.fold_workers < 1:
+            raise PipelineError(f"[cnn] fold_workers must be >= 1, got {self.fold_workers}")
         if self.num_folds < 2:
             raise PipelineError(f"[cnn] num_folds must be >= 2, got {self.num_folds}")
         if self.max_restarts < 0 or self.width_multiplier <= 0 or self.learning_rate <= 0:
@@ -336,9 +341,51 @@ def _model_factory(config: CnnConfig, prop: str):
     return factory
 
 
+def _train_fold(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.ndarray, fold_no: int,
+                train_idx: np.ndarray, val_idx: np.ndarray, progress: bool = True):
+    """One fold with the restart rule, its per-epoch detail CSV written as it goes. Runs in this process or in a
+    fold worker (module-level and picklable for that); the result depends only on the arguments."""
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    settings = config.train_settings(prop)
+    model_factory = _model_factory(config, prop)
+    detail_path = config.path("log_dir") / f"epoch_detail_{prop}_{fold_no}.csv"
+    detail_rows: list[dict] = []
+
+    def run_attempt(attempt: int) -> AttemptResult:
+        seed = attempt_seed(config.seed, prop, fold_no, attempt)
+        bar = tqdm(total=settings.max_epochs, desc=f"{prop} fold {fold_no} try {attempt}", unit="ep", leave=False,
+                   disable=not progress)
+
+        def on_epoch(row: dict) -> None:
+            detail_rows.append({**row, "attempt": attempt})
+            atomic_write_csv(pd.DataFrame(detail_rows)[[*EPOCH_DETAIL_COLUMNS, "attempt"]], detail_path)
+            bar.update(1)
+            bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", auroc=f"{row['val_auroc']:.3f}")
+
+        try:
+            return train_attempt(prop, settings, images, labels, train_idx, val_idx, seed, attempt, on_epoch,
+                                 model_factory=model_factory)
+        finally:
+            bar.close()
+
+    return train_fold_with_restarts(run_attempt, settings.restart_loss, settings.max_restarts)
+
+
+def fold_pool(workers: int):
+    """A pool of fold workers (spawned: no forked torch thread state), or None for one fold at a time."""
+    if workers <= 1:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.ndarray, fingerprint: str,
-                   retrain: bool, log=log_line) -> pd.DataFrame:
-    """Train (or reuse) the K fold models of one property; returns the train log frame."""
+                   retrain: bool, log=log_line, pool=None) -> pd.DataFrame:
+    """Train (or reuse) the K fold models of one property; returns the train log frame. With a `pool`
+    (fold_pool) the missing folds train in parallel; each is saved and logged as soon as it is done."""
     settings = config.train_settings(prop)
     models_dir, log_dir = config.path("models_dir"), config.path("log_dir")
     log_path = log_dir / f"train_log_{prop}.csv"
@@ -352,47 +399,47 @@ def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: n
     previous = pd.read_csv(log_path, index_col=0) if log_path.is_file() else pd.DataFrame(columns=TRAIN_LOG_COLUMNS)
     rule = config.rule(prop)
     splits = fold_splits(prop, labels, config.num_folds, config.seed, stratified=rule.stratified)
-    model_factory = _model_factory(config, prop)
-    rows = []
+    rows_by_fold: dict[int, list[dict]] = {}
+    todo = []
     for fold_no, (train_idx, val_idx) in enumerate(splits):
         done = previous[previous["fold_no"] == fold_no] if len(previous) else previous
         if model_path(models_dir, prop, fold_no).is_file() and len(done):
-            rows += done.to_dict("records")
+            rows_by_fold[fold_no] = done.to_dict("records")
             log(f"{prop} fold {fold_no}: reusing {model_path(models_dir, prop, fold_no)}")
-            continue
-        detail_path = log_dir / f"epoch_detail_{prop}_{fold_no}.csv"
-        detail_rows: list[dict] = []
+        else:
+            todo.append((fold_no, train_idx, val_idx))
 
-        def run_attempt(attempt: int, fold_no=fold_no, train_idx=train_idx, val_idx=val_idx, detail_rows=detail_rows):
-            seed = attempt_seed(config.seed, prop, fold_no, attempt)
-            bar = tqdm(total=settings.max_epochs, desc=f"{prop} fold {fold_no} try {attempt}", unit="ep", leave=False)
-
-            def on_epoch(row: dict) -> None:
-                detail_rows.append({**row, "attempt": attempt})
-                atomic_write_csv(pd.DataFrame(detail_rows)[[*EPOCH_DETAIL_COLUMNS, "attempt"]], detail_path)
-                bar.update(1)
-                bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", auroc=f"{row['val_auroc']:.3f}")
-
-            try:
-                return train_attempt(prop, settings, images, labels, train_idx, val_idx, seed, attempt, on_epoch,
-                                     model_factory=model_factory)
-            finally:
-                bar.close()
-
-        attempts, kept, success, cap_hit = train_fold_with_restarts(run_attempt, settings.restart_loss,
-                                                                    settings.max_restarts)
+    def finish(fold_no: int, result) -> None:
+        attempts, kept, success, cap_hit = result
         if cap_hit:
             log(f"{prop} fold {fold_no}: restart cap hit - min val loss stayed above {settings.restart_loss} in "
                 f"{len(attempts)} attempt(s) (max_restarts = {settings.max_restarts}); keeping attempt "
                 f"{kept.attempt} (min val loss {kept.min_val_loss:.4f})")
         save_weights(model_path(models_dir, prop, fold_no), kept.best_state)
-        rows += [_attempt_log_row(fold_no, a, settings.restart_loss, a is kept) for a in attempts]
-        atomic_write_csv(pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS), log_path)
+        rows_by_fold[fold_no] = [_attempt_log_row(fold_no, a, settings.restart_loss, a is kept) for a in attempts]
+        atomic_write_csv(_train_log_frame(rows_by_fold), log_path)
         log(f"{prop} fold {fold_no}: min val loss {kept.min_val_loss:.4f} at epoch {kept.best_epoch} "
             f"of {kept.total_epochs}, val AUROC {kept.best_auroc:.3f} ({len(attempts)} attempt(s))")
-    frame = pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS)
+
+    if pool is None:
+        for fold_no, train_idx, val_idx in todo:
+            finish(fold_no, _train_fold(config, prop, images, labels, fold_no, train_idx, val_idx))
+    elif todo:
+        from concurrent.futures import as_completed
+
+        futures = {pool.submit(_train_fold, config, prop, images, labels, fold_no, train_idx, val_idx, False): fold_no
+                   for fold_no, train_idx, val_idx in todo}
+        log(f"{prop}: training fold(s) {', '.join(str(f) for f, _, _ in todo)} in {config.fold_workers} workers")
+        for future in as_completed(futures):
+            finish(futures[future], future.result())
+    frame = _train_log_frame(rows_by_fold)
     atomic_write_csv(frame, log_path)
     return frame
+
+
+def _train_log_frame(rows_by_fold: dict[int, list[dict]]) -> pd.DataFrame:
+    return pd.DataFrame([row for fold_no in sorted(rows_by_fold) for row in rows_by_fold[fold_no]],
+                        columns=TRAIN_LOG_COLUMNS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -691,9 +738,14 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
     dump_config(config, config.path("log_dir") / "cnn_config.json")
     fingerprint = labels_fingerprint(labels, config.property_names)
     logs = {}
-    for prop in properties:
-        logs[prop] = train_property(config, prop, pixels, labels[prop].to_numpy(), fingerprint,
-                                    retrain=retrain or force, log=log)
+    pool = fold_pool(config.fold_workers)
+    try:
+        for prop in properties:
+            logs[prop] = train_property(config, prop, pixels, labels[prop].to_numpy(), fingerprint,
+                                        retrain=retrain or force, log=log, pool=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     del pixels
 
     unlabelled = images[~images["img_no"].isin(labels[LABEL_ID])].reset_index(drop=True)
