@@ -95,6 +95,9 @@ class CnnConfig:
         "help": "leave out (logged, no keep rule) a property whose rarer class has fewer labelled images than "
                 "num_folds, instead of stopping the stage"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    audit_kept: int = field(default=0, metadata={
+        "help": "annotate a seeded sample of this many kept images and report the annotator's fractions in the "
+                "funnel (a check of the filter; 0: off)"})
     fold_workers: int = field(default=1, metadata={
         "help": "train this many folds at once in worker processes (each with num_threads threads); the models "
                 "are the same as one at a time"})
@@ -630,15 +633,21 @@ class StageSummary:
     excluded_labelled: int = 0
     # properties left out for too few labels of one class (skip_scarce_properties): name -> reason
     skipped: dict[str, str] = field(default_factory=dict)
+    # the annotator's label fractions on a sample of the kept images (audit_kept): label -> fraction, + "sample"
+    kept_audit: dict[str, float] = field(default_factory=dict)
 
     def funnel_line(self) -> str:
         source = f", {self.labelled_by_annotator} by the annotator" if self.labelled_by_annotator else ""
         rejected = ", ".join(f"{prop} {count}" for prop, count in self.rejected_by.items())
         excluded = f"; {self.excluded_labelled} labelled excluded" if self.excluded_labelled else ""
         skipped = "".join(f"; {prop} not filtered ({why})" for prop, why in self.skipped.items())
+        audit = ""
+        if self.kept_audit:
+            audit = f"; annotator on {int(self.kept_audit['sample'])} kept: " + ", ".join(
+                f"{label} {100 * value:.1f} %" for label, value in self.kept_audit.items() if label != "sample")
         return (f"funnel: generated {self.generated} -> labelled {self.labelled}{source} -> kept {self.kept} "
                 f"({self.kept_labelled} labelled + {self.kept_predicted} predicted)"
-                + (f"; rejected by {rejected}" if rejected else "") + excluded + skipped)
+                + (f"; rejected by {rejected}" if rejected else "") + excluded + skipped + audit)
 
 
 def save_funnel_plot(summary: StageSummary, path: Path) -> None:
@@ -664,6 +673,28 @@ def save_funnel_plot(summary: StageSummary, path: Path) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
     plt.close(figure)
+
+
+AUDIT_NAMES = {"gender": "female", "quality": "good quality", "age": "old", "glass": "glasses"}
+
+
+def audit_kept_images(config: CnnConfig, kept_images: pd.DataFrame, log=log_line) -> dict[str, float]:
+    """The annotator's fractions (female, good quality, old, glasses) on a seeded sample of the kept images,
+    written to `{log_dir}/kept_audit.csv`; a re-run with the same sample reads that file instead."""
+    count = min(config.audit_kept, len(kept_images))
+    if count == 0:
+        return {}
+    rng = np.random.default_rng([config.seed, 7])
+    chosen = kept_images.iloc[np.sort(rng.choice(len(kept_images), count, replace=False))]
+    path = config.path("log_dir") / "kept_audit.csv"
+    audit = pd.read_csv(path) if path.is_file() else None
+    if audit is None or audit["img_no"].tolist() != chosen["img_no"].tolist():
+        log(f"annotating {count} of the {len(kept_images)} kept images (audit_kept)")
+        pixels = load_images(list(chosen["path"]), config.resolution)
+        labels = FaceAnnotator(config.thresholds()).annotate(list(pixels))[list(LABEL_COLUMNS)]
+        audit = pd.concat([pd.DataFrame({"img_no": chosen["img_no"].to_numpy()}), labels], axis=1)
+        atomic_write_csv(audit, path, index=False)
+    return {"sample": float(count), **{AUDIT_NAMES.get(c, c): round(float(audit[c].mean()), 4) for c in LABEL_COLUMNS}}
 
 
 def plan(config: CnnConfig) -> list[str]:
@@ -774,7 +805,8 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
         outputs={"scores": _relative(config.path("all_scores_csv")), "filtered": _relative(config.path("filtered_dir")),
                  "grid": _relative(config.path("report_grid")), "funnel": _relative(config.path("funnel_png"))},
         rejected_by={r.name: int((candidates & ~rule_passes(scores, r)).sum()) for r in rules},
-        excluded_labelled=0 if config.keep_labelled else int(is_labelled.sum()), skipped=skipped)
+        excluded_labelled=0 if config.keep_labelled else int(is_labelled.sum()), skipped=skipped,
+        kept_audit=audit_kept_images(config, images[kept].reset_index(drop=True), log=log))
     save_funnel_plot(summary, config.path("funnel_png"))
     summary.seconds = time.perf_counter() - start
     return summary

@@ -281,3 +281,24 @@ def test_fold_workers_train_the_same_models_as_one_fold_at_a_time(tmp_path, face
     assert one_summary.fold_auroc == two_summary.fold_auroc
     with pytest.raises(PipelineError, match="fold_workers must be >= 1"):
         _config(tmp_path, fold_workers=0)
+
+
+def test_audit_annotates_a_seeded_sample_of_the_kept_images_once(tmp_path, faces):
+    _write_images(tmp_path / "images", faces)
+    rules = {"gender": {"keep_min": 0.0}, "quality": {"keep_min": 0.0, "stratified": True}}
+    config = _config(tmp_path, properties=rules, label_id_column="idx", keep_labelled=False, audit_kept=3)
+    _v8_labels().to_csv(config.path("labels_csv"), index=False)
+    messages = []
+    summary = run_filter_stage(config, log=messages.append)
+    audit = pd.read_csv(config.path("log_dir") / "kept_audit.csv")
+    kept = {int(p.stem) for p in config.path("filtered_dir").iterdir()}
+    assert len(audit) == 3 and set(audit["img_no"]) <= kept and audit["img_no"].is_monotonic_increasing
+    assert summary.kept_audit["sample"] == 3
+    assert summary.kept_audit["female"] == pytest.approx(audit["gender"].mean(), abs=1e-4)
+    assert summary.kept_audit["old"] == pytest.approx(audit["age"].mean(), abs=1e-4)
+    assert "annotator on 3 kept: " in summary.funnel_line() and "glasses" in summary.funnel_line()
+    assert any(m.startswith("annotating 3 of the 4 kept") for m in messages)
+
+    again = []
+    assert run_filter_stage(config, log=again.append).kept_audit == summary.kept_audit
+    assert not any(m.startswith("annotating") for m in again)  # the same sample is read back, not re-annotated
