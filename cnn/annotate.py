@@ -146,7 +146,7 @@ class FaceAnnotator:
 
     def signals(self, images: list[np.ndarray], progress: bool = False) -> pd.DataFrame:
         """Raw measurements per image (HWC uint8 RGB, square): one row per image, SIGNAL_COLUMNS."""
-        faces = detect_largest_faces(self._mtcnn, images, upscale_to=DETECTOR_SIZE)
+        faces = detect_largest_faces(self._mtcnn, images, upscale_to=DETECTOR_SIZE, progress=progress)
         glasses_probabilities = self._glasses.probabilities(images) if images else []
         rows = []
         for image, face, glasses in tqdm(list(zip(images, faces, glasses_probabilities)), desc="annotate", unit="img",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from common.errors import PipelineError
 
@@ -50,14 +51,14 @@ def _upscale(image: np.ndarray, size: int | None) -> tuple[Image.Image, float]:
 
 
 def detect_largest_faces(mtcnn, images: list[np.ndarray], upscale_to: int | None = None,
-                         batch_size: int = 32) -> list[FaceBox | None]:
+                         batch_size: int = 32, progress: bool = False) -> list[FaceBox | None]:
     """For each HWC uint8 RGB image the largest face box (in that image's pixels), or None.
 
     Small images (the embedded profile's 64 px faces) are bicubically upscaled to `upscale_to`
     before detection, since MTCNN's pyramid is tuned for larger faces; boxes are scaled back.
     """
     results: list[FaceBox | None] = []
-    for start in range(0, len(images), batch_size):
+    for start in tqdm(range(0, len(images), batch_size), desc="face detection", unit="batch", disable=not progress):
         chunk = images[start:start + batch_size]
         prepared = [_upscale(img, upscale_to) for img in chunk]
         same_size = len({p.size for p, _ in prepared}) == 1
