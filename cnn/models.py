@@ -147,8 +147,9 @@ class PropertyCNN(nn.Module):
         for kind, channels in conv_plan(architecture, resolution):
             if kind == "conv":
                 out_channels = scaled_channels(channels, width_multiplier)
+                # In place: a conv's backward needs its input, not its output, and inference skips a copy.
                 layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3),
-                           nn.LeakyReLU(LEAKY_SLOPE), nn.Dropout2d(CONV_DROPOUT)]
+                           nn.LeakyReLU(LEAKY_SLOPE, inplace=True), nn.Dropout2d(CONV_DROPOUT)]
                 in_channels, height, width = out_channels, height - 2, width - 2
             else:
                 layers.append(nn.MaxPool2d(2))

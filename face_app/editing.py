@@ -43,7 +43,7 @@ class FaceEditor:
     """A generator plus property directions (per kind and group); renders edited faces from w.
 
     One face renders as a batch of 1 on one thread: at 64 px that is a few ms of convolution, where
-    the generation stage's batch padding (stylegan.generate.batch_invariant, 4 rows) would cost 4x."""
+    the generation stage's batch padding (stylegan.generate.batch_invariant, 16 rows) would cost 16x."""
 
     def __init__(self, generator, directions: dict[str, np.ndarray] | None = None,
                  direction_sets: dict[str, dict[str, dict[str, np.ndarray]]] | None = None, label_size: int = 0):

@@ -138,8 +138,10 @@ class BranchCNN(nn.Module):
                 conv_no += 1
                 name = f"conv{conv_no}"
                 out_channels = scaled_channels(item, width_multiplier)
+                # In place: a conv's backward needs its input, not its output, and inference skips a copy.
                 self.add_module(name, nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=3),
-                                                    nn.LeakyReLU(LEAKY_SLOPE), nn.Dropout2d(CONV_DROPOUT)))
+                                                    nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+                                                    nn.Dropout2d(CONV_DROPOUT)))
                 in_channels, height, width = out_channels, height - 2, width - 2
             self.stack.append(name)
         if height < 1 or width < 1:

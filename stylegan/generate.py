@@ -142,19 +142,23 @@ def sample_latents(seed: int, indices, z_dim: int, num_layers: int, style_mixing
     return ImageLatents(indices, z, mix_z, mix_cut)
 
 
-# CPU kernels for batches of 1-3 take other code paths than larger ones, which changes results in the
-# last float bits (and so some uint8 pixels); padding every batch to at least this size makes an image
-# independent of the batch it was computed in.
-MIN_COMPUTE_BATCH = 4
+# CPU kernels (oneDNN convolutions and transposed convolutions, GEMM tails) change the last float bits of a
+# row with the number of rows in the call (a transposed conv blocks rows by 4); padding every call to a
+# multiple of this many rows made w, images and scores bit-identical for any batch size in our measurements
+# (batches 1 to 256, the embedded generator, the merged property CNN).
+ROW_MULTIPLE = 16
 
 
-def batch_invariant(fn, x: torch.Tensor) -> torch.Tensor:
-    """fn(x) computed on x padded (with copies of its first row) to at least MIN_COMPUTE_BATCH rows."""
+def batch_invariant(fn, x):
+    """fn(x) on x (tensor or array) padded with copies of its first row to a multiple of ROW_MULTIPLE rows;
+    the padding rows are dropped from the result."""
     n = x.shape[0]
-    if n >= MIN_COMPUTE_BATCH:
+    extra = (-n) % ROW_MULTIPLE
+    if extra == 0:
         return fn(x)
-    padding = x[:1].expand(MIN_COMPUTE_BATCH - n, *x.shape[1:])
-    return fn(torch.cat([x, padding]))[:n]
+    if isinstance(x, torch.Tensor):
+        return fn(torch.cat([x, x[:1].expand(extra, *x.shape[1:])]))[:n]
+    return fn(np.concatenate([x, np.repeat(x[:1], extra, axis=0)]))[:n]
 
 
 def map_latents(generator, z: torch.Tensor, label: np.ndarray | None) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from common.errors import PipelineError
 from stylegan.checkpoint import load_discriminator, load_generator, read_checkpoint, save_checkpoint
 from stylegan.stylegan_discriminator import StyleGANDiscriminator, minibatch_stddev
-from stylegan.stylegan_generator import StyleGANGenerator, blur_kernel
+from stylegan.stylegan_generator import StyleGANGenerator, StyledLayer, blur_kernel
 
 SMALL = dict(z_space_dim=64, w_space_dim=64, mapping_fmaps=64, fmaps_base=1024, fmaps_max=64)
 
@@ -106,6 +106,20 @@ def test_fused_and_nonfused_upsampling_give_different_but_valid_images():
     a, b = fused(z)["image"], plain(z)["image"]
     assert a.shape == b.shape == (2, 3, 64, 64) and torch.isfinite(a).all()
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("res", [8, 64])
+def test_upsample_layer_equals_nearest_upsampling_then_conv_then_blur(res):
+    torch.manual_seed(0)
+    layer = StyledLayer("upsample", 16, 8, res, 32)
+    x = torch.randn(3, 16, res // 2, res // 2)
+    weight = layer.weight * layer.wscale
+    literal = layer.blur(F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, padding=1))
+    fast = layer.convolve(x)
+    torch.testing.assert_close(fast, literal, rtol=1e-5, atol=1e-5)
+    # the same on the channels-last layout inference uses
+    torch.testing.assert_close(layer.convolve(x.contiguous(memory_format=torch.channels_last)), literal,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_lod_one_outputs_the_upsampled_lower_resolution_image():

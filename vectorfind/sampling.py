@@ -26,16 +26,12 @@ from tqdm import tqdm
 from common.errors import PipelineError
 from common.fileio import atomic_path
 from common.images import to_uint8
-from stylegan.generate import sample_latents
+from stylegan.generate import batch_invariant, sample_latents
 
 from vectorfind.models import Scorer
 
 SHARD_PATTERN = "shard_{start:07d}_{end:07d}.npz"
 LABEL_STREAM = 1  # third seed word of the label-dims stream (z uses the pair (seed, i) itself)
-# CPU kernels (oneDNN convolutions, GEMM tails) change the last float bits of a row with the number of rows in the
-# call; padding every call to a multiple of this many rows made w, images and scores bit-identical for any batch
-# size in our measurements (batches 5 to 256, the embedded generator and the merged CNN).
-ROW_MULTIPLE = 16
 
 
 @dataclass
@@ -65,19 +61,8 @@ def sample_codes(seed: int, indices, z_dim: int, label_size: int) -> tuple[np.nd
     return z, labels
 
 
-def padded_call(fn, x):
-    """fn(x) with x padded (copies of its first row) to a multiple of ROW_MULTIPLE rows; the padding is dropped."""
-    n = x.shape[0]
-    extra = (-n) % ROW_MULTIPLE
-    if extra == 0:
-        return fn(x)
-    filler = x[:1].repeat(extra, *([1] * (x.ndim - 1))) if isinstance(x, torch.Tensor) else np.repeat(x[:1], extra, 0)
-    cat = torch.cat if isinstance(x, torch.Tensor) else np.concatenate
-    return fn(cat([x, filler]))[:n]
-
-
 def score(scorer: Scorer, images: np.ndarray) -> np.ndarray:
-    return np.asarray(padded_call(scorer, images), np.float32)
+    return np.asarray(batch_invariant(scorer, images), np.float32)
 
 
 def codes_to_w(generator, z: np.ndarray, labels: np.ndarray, device) -> torch.Tensor:
@@ -87,12 +72,12 @@ def codes_to_w(generator, z: np.ndarray, labels: np.ndarray, device) -> torch.Te
     def mapping(x: torch.Tensor) -> torch.Tensor:
         return generator.mapping(x[:, :z_dim], x[:, z_dim:] if generator.label_size else None)
 
-    return padded_call(mapping, codes)
+    return batch_invariant(mapping, codes)
 
 
 def render(generator, wp: torch.Tensor) -> np.ndarray:
     """uint8 [N, H, W, 3] images of per-layer codes wp [N, num_layers, 512] (fixed noise, psi 1)."""
-    return to_uint8(padded_call(generator.synthesis, wp.contiguous()))
+    return to_uint8(batch_invariant(generator.synthesis, wp.contiguous()))
 
 
 @torch.inference_mode()

@@ -79,7 +79,7 @@ def build_context(config: VectorFindConfig, progress: bool = True) -> Context:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     choice = choose_generator(config.generator, config.profile)
     generator = load_chosen_generator(choice, device)
-    # a fixed inner batch (a multiple of ROW_MULTIPLE), so the scores do not depend on --batch-size
+    # a fixed inner batch (a multiple of stylegan.generate.ROW_MULTIPLE), so scores do not depend on --batch-size
     scorer = property_cnn_scorer(config.property_cnn, generator.resolution, 256, device)
     cnn_path = resolve_repo_path(config.property_cnn)
     fingerprint = run_fingerprint(choice.path, f"{cnn_path.name}:{file_digest(cnn_path)}", config.seed,
