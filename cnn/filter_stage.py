@@ -385,59 +385,79 @@ def fold_pool(workers: int):
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def train_property(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.ndarray, fingerprint: str,
-                   retrain: bool, log=log_line, pool=None) -> pd.DataFrame:
-    """Train (or reuse) the K fold models of one property; returns the train log frame. With a `pool`
-    (fold_pool) the missing folds train in parallel; each is saved and logged as soon as it is done."""
-    settings = config.train_settings(prop)
-    models_dir, log_dir = config.path("models_dir"), config.path("log_dir")
-    log_path = log_dir / f"train_log_{prop}.csv"
-    if retrain:
-        for fold_no in range(config.num_folds):
-            model_path(models_dir, prop, fold_no).unlink(missing_ok=True)
-        log_path.unlink(missing_ok=True)
-    else:
-        _check_reusable(config, prop, fingerprint)
-    _write_model_info(config, prop, fingerprint)
-    previous = pd.read_csv(log_path, index_col=0) if log_path.is_file() else pd.DataFrame(columns=TRAIN_LOG_COLUMNS)
-    rule = config.rule(prop)
-    splits = fold_splits(prop, labels, config.num_folds, config.seed, stratified=rule.stratified)
-    rows_by_fold: dict[int, list[dict]] = {}
-    todo = []
-    for fold_no, (train_idx, val_idx) in enumerate(splits):
-        done = previous[previous["fold_no"] == fold_no] if len(previous) else previous
-        if model_path(models_dir, prop, fold_no).is_file() and len(done):
-            rows_by_fold[fold_no] = done.to_dict("records")
-            log(f"{prop} fold {fold_no}: reusing {model_path(models_dir, prop, fold_no)}")
+class PropertyTraining:
+    """The fold models of one property: which folds still need training, and saving/logging each as it ends."""
+
+    def __init__(self, config: CnnConfig, prop: str, labels: np.ndarray, fingerprint: str, retrain: bool,
+                 log=log_line):
+        self.config, self.prop, self.labels, self.log = config, prop, labels, log
+        self.settings = config.train_settings(prop)
+        self.models_dir = config.path("models_dir")
+        self.log_path = config.path("log_dir") / f"train_log_{prop}.csv"
+        if retrain:
+            for fold_no in range(config.num_folds):
+                model_path(self.models_dir, prop, fold_no).unlink(missing_ok=True)
+            self.log_path.unlink(missing_ok=True)
         else:
-            todo.append((fold_no, train_idx, val_idx))
+            _check_reusable(config, prop, fingerprint)
+        _write_model_info(config, prop, fingerprint)
+        previous = (pd.read_csv(self.log_path, index_col=0) if self.log_path.is_file()
+                    else pd.DataFrame(columns=TRAIN_LOG_COLUMNS))
+        splits = fold_splits(prop, labels, config.num_folds, config.seed, stratified=config.rule(prop).stratified)
+        self.rows_by_fold: dict[int, list[dict]] = {}
+        self.todo: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for fold_no, (train_idx, val_idx) in enumerate(splits):
+            done = previous[previous["fold_no"] == fold_no] if len(previous) else previous
+            if model_path(self.models_dir, prop, fold_no).is_file() and len(done):
+                self.rows_by_fold[fold_no] = done.to_dict("records")
+                log(f"{prop} fold {fold_no}: reusing {model_path(self.models_dir, prop, fold_no)}")
+            else:
+                self.todo.append((fold_no, train_idx, val_idx))
 
-    def finish(fold_no: int, result) -> None:
+    def finish(self, fold_no: int, result) -> None:
         attempts, kept, success, cap_hit = result
+        prop, settings = self.prop, self.settings
         if cap_hit:
-            log(f"{prop} fold {fold_no}: restart cap hit - min val loss stayed above {settings.restart_loss} in "
-                f"{len(attempts)} attempt(s) (max_restarts = {settings.max_restarts}); keeping attempt "
-                f"{kept.attempt} (min val loss {kept.min_val_loss:.4f})")
-        save_weights(model_path(models_dir, prop, fold_no), kept.best_state)
-        rows_by_fold[fold_no] = [_attempt_log_row(fold_no, a, settings.restart_loss, a is kept) for a in attempts]
-        atomic_write_csv(_train_log_frame(rows_by_fold), log_path)
-        log(f"{prop} fold {fold_no}: min val loss {kept.min_val_loss:.4f} at epoch {kept.best_epoch} "
-            f"of {kept.total_epochs}, val AUROC {kept.best_auroc:.3f} ({len(attempts)} attempt(s))")
+            self.log(f"{prop} fold {fold_no}: restart cap hit - min val loss stayed above {settings.restart_loss} in "
+                     f"{len(attempts)} attempt(s) (max_restarts = {settings.max_restarts}); keeping attempt "
+                     f"{kept.attempt} (min val loss {kept.min_val_loss:.4f})")
+        save_weights(model_path(self.models_dir, prop, fold_no), kept.best_state)
+        self.rows_by_fold[fold_no] = [_attempt_log_row(fold_no, a, settings.restart_loss, a is kept) for a in attempts]
+        atomic_write_csv(_train_log_frame(self.rows_by_fold), self.log_path)
+        self.log(f"{prop} fold {fold_no}: min val loss {kept.min_val_loss:.4f} at epoch {kept.best_epoch} "
+                 f"of {kept.total_epochs}, val AUROC {kept.best_auroc:.3f} ({len(attempts)} attempt(s))")
 
+    def train_log(self) -> pd.DataFrame:
+        frame = _train_log_frame(self.rows_by_fold)
+        atomic_write_csv(frame, self.log_path)
+        return frame
+
+
+def train_properties(config: CnnConfig, properties: list[str], images: torch.Tensor, labels: pd.DataFrame,
+                     fingerprint: str, retrain: bool, log=log_line, pool=None) -> dict[str, pd.DataFrame]:
+    """Train (or reuse) the K fold models of each property; returns the train log frame per property.
+
+    With a `pool` (fold_pool) the missing folds of all properties share the workers (four properties x five folds on
+    two workers is ten rounds, against twelve one property at a time); each fold is saved and logged when it ends."""
+    runs = {prop: PropertyTraining(config, prop, labels[prop].to_numpy(), fingerprint, retrain, log)
+            for prop in properties}
+    jobs = [(prop, fold_no, train_idx, val_idx) for prop in properties for fold_no, train_idx, val_idx in runs[prop].todo]
     if pool is None:
-        for fold_no, train_idx, val_idx in todo:
-            finish(fold_no, _train_fold(config, prop, images, labels, fold_no, train_idx, val_idx))
-    elif todo:
+        for prop, fold_no, train_idx, val_idx in jobs:
+            runs[prop].finish(fold_no, _train_fold(config, prop, images, runs[prop].labels, fold_no, train_idx,
+                                                   val_idx))
+    elif jobs:
         from concurrent.futures import as_completed
 
-        futures = {pool.submit(_train_fold, config, prop, images, labels, fold_no, train_idx, val_idx, False): fold_no
-                   for fold_no, train_idx, val_idx in todo}
-        log(f"{prop}: training fold(s) {', '.join(str(f) for f, _, _ in todo)} in {config.fold_workers} workers")
+        futures = {pool.submit(_train_fold, config, prop, images, runs[prop].labels, fold_no, train_idx, val_idx,
+                               False): (prop, fold_no) for prop, fold_no, train_idx, val_idx in jobs}
+        listing = "; ".join(f"{prop} {', '.join(str(f) for f, _, _ in runs[prop].todo)}"
+                            for prop in properties if runs[prop].todo)
+        log(f"training {len(jobs)} fold model(s) ({listing}) in {config.fold_workers} workers")
         for future in as_completed(futures):
-            finish(futures[future], future.result())
-    frame = _train_log_frame(rows_by_fold)
-    atomic_write_csv(frame, log_path)
-    return frame
+            prop, fold_no = futures[future]
+            runs[prop].finish(fold_no, future.result())
+    return {prop: runs[prop].train_log() for prop in properties}
 
 
 def _train_log_frame(rows_by_fold: dict[int, list[dict]]) -> pd.DataFrame:
@@ -768,12 +788,10 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
     pixels = to_tensor(load_images(labelled_images, config.resolution, progress=True))
     dump_config(config, config.path("log_dir") / "cnn_config.json")
     fingerprint = labels_fingerprint(labels, config.property_names)
-    logs = {}
     pool = fold_pool(config.fold_workers)
     try:
-        for prop in properties:
-            logs[prop] = train_property(config, prop, pixels, labels[prop].to_numpy(), fingerprint,
-                                        retrain=retrain or force, log=log, pool=pool)
+        logs = train_properties(config, properties, pixels, labels, fingerprint, retrain=retrain or force, log=log,
+                                pool=pool)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
