@@ -18,6 +18,7 @@ unless `force`, so a killed run resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -70,6 +71,9 @@ class SegmentationConfig:
     min_mesh_score: float = field(default=0.5, metadata={
         "help": "mesh parser: skip crops whose face-mesh score is below this (0 = keep all)"})
     num_threads: int = field(default=0, metadata={"help": "CPU threads for torch and the mesh parser (0 = default)"})
+    workers: int = field(default=1, metadata={
+        "help": "parse batches in this many worker processes, one thread each (CPU only; the mesh parser is "
+                "single-threaded Python and OpenCV, so one worker per core nearly divides the time)"})
     grid_images: int = field(default=16, metadata={"help": "how many results the preview grid shows"})
 
     def validate(self) -> None:
@@ -77,6 +81,8 @@ class SegmentationConfig:
             raise PipelineError(f"[segmentation] parser = {self.parser!r}; allowed: {', '.join(PARSERS)}")
         if self.batch_size < 1:
             raise PipelineError(f"[segmentation] batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 1:
+            raise PipelineError(f"[segmentation] workers must be >= 1, got {self.workers}")
         if self.detection_upscale < 0 or self.num_threads < 0 or self.grid_images < 0:
             raise PipelineError("[segmentation] detection_upscale, num_threads and grid_images must be >= 0")
         if not 0.0 <= self.min_mesh_score <= 1.0:
@@ -254,11 +260,14 @@ def run_segmentation(config: SegmentationConfig, force: bool = False, progress: 
         return SegmentationSummary(0, 0, already_done, skipped_before, 0.0, output_dir, grid)
 
     start = time.perf_counter()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     device = resolve_device(config.device)
-    face_parser = build_face_parser(config, device)
-    mtcnn = create_mtcnn(device)
+    workers = min(config.workers, len(batches)) if device.type == "cpu" else 1
+    if config.num_threads and workers == 1:
+        torch.set_num_threads(config.num_threads)
+    # Built here even when workers do the parsing: a missing checkpoint or package is a one-line error before
+    # anything is written, not a broken worker pool.
+    models = SegmentationModels(config, device)
     output_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, output_dir / CONFIG_FILE)
 
@@ -268,47 +277,90 @@ def run_segmentation(config: SegmentationConfig, force: bool = False, progress: 
     new_skips: list[dict] = []
     bar = tqdm(total=len(todo), unit="img", desc=f"segmentation ({config.parser})", disable=not progress,
                dynamic_ncols=True)
-    for batch_start in range(0, len(todo), config.batch_size):
-        batch = todo[batch_start:batch_start + config.batch_size]
-        batch_skips: list[dict] = []
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(config,))
+        results = pool.map(_segment_batch_in_worker, batches, [output_dir] * len(batches))
+    else:
+        results = (models.segment_batch(batch, output_dir) for batch in batches)
+    try:
+        for batch, (batch_parsed, batch_skips) in zip(batches, results):
+            parsed += batch_parsed
+            for row in batch_skips:
+                skipped_rows[row["img_no"]] = row
+                bar.write(f"skipped {row['img_path']}: {row['reason']}", file=sys.stderr)
+            if batch_skips:  # written at once, so a killed run keeps what it learnt
+                write_skipped(output_dir, skipped_rows)
+            new_skips += batch_skips
+            bar.update(len(batch))
+            bar.set_postfix(parsed=parsed, skipped=len(new_skips))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
+    write_skipped(output_dir, skipped_rows)
+    seconds = time.perf_counter() - start
+    grid = write_preview_grid(output_dir, [im.img_no for im in images], config.grid_images)
+    return SegmentationSummary(parsed, len(new_skips), already_done, skipped_before, seconds, output_dir, grid,
+                               new_skips)
+
+
+class SegmentationModels:
+    """MTCNN and the face parser, built once per process."""
+
+    def __init__(self, config: SegmentationConfig, device: torch.device):
+        self.config = config
+        self.face_parser = build_face_parser(config, device)
+        self.mtcnn = create_mtcnn(device)
+
+    def segment_batch(self, batch: list[InputImage], output_dir: Path) -> tuple[int, list[dict]]:
+        """Crop, parse and write one batch of images; (images parsed, skip rows)."""
+        skips: list[dict] = []
         loaded: list[tuple[InputImage, np.ndarray]] = []
         for item in batch:
             try:
                 loaded.append((item, load_image(item.path)))
             except PipelineError:
-                batch_skips.append(_skip_row(item, "unreadable image file"))
-        crops = crop_faces(mtcnn, [image for _, image in loaded], config)
+                skips.append(_skip_row(item, "unreadable image file"))
+        crops = crop_faces(self.mtcnn, [image for _, image in loaded], self.config)
         with_face = []
         for (item, _), crop in zip(loaded, crops):
             if isinstance(crop, str):
-                batch_skips.append(_skip_row(item, crop))
+                skips.append(_skip_row(item, crop))
             else:
                 with_face.append((item, crop))
+        parsed = 0
         if with_face:
-            class_maps, reasons = parse_crops(face_parser, np.stack([crop for _, crop in with_face]))
+            class_maps, reasons = parse_crops(self.face_parser, np.stack([crop for _, crop in with_face]))
             for (item, crop), class_map, reason in zip(with_face, class_maps, reasons):
                 if reason is not None:
-                    batch_skips.append(_skip_row(item, reason))
+                    skips.append(_skip_row(item, reason))
                     continue
                 paths = output_paths(output_dir, item.img_no)
                 save_image(crop, paths["face"])
                 save_image(visualise(crop, class_map), paths["visualization"])
                 save_image(np.ascontiguousarray(class_map, dtype=np.uint8), paths["parsing"])
                 parsed += 1
-        for row in batch_skips:
-            skipped_rows[row["img_no"]] = row
-            bar.write(f"skipped {row['img_path']}: {row['reason']}", file=sys.stderr)
-        if batch_skips:  # written at once, so a killed run keeps what it learnt
-            write_skipped(output_dir, skipped_rows)
-        new_skips += batch_skips
-        bar.update(len(batch))
-        bar.set_postfix(parsed=parsed, skipped=len(new_skips))
-    bar.close()
-    write_skipped(output_dir, skipped_rows)
-    seconds = time.perf_counter() - start
-    grid = write_preview_grid(output_dir, [im.img_no for im in images], config.grid_images)
-    return SegmentationSummary(parsed, len(new_skips), already_done, skipped_before, seconds, output_dir, grid,
-                               new_skips)
+        return parsed, skips
+
+
+_WORKER_MODELS: SegmentationModels | None = None
+
+
+def _start_worker(config: SegmentationConfig) -> None:
+    """Worker-process initialiser: one thread (the workers are the parallelism), models built once."""
+    global _WORKER_MODELS
+    torch.set_num_threads(1)
+    config = dataclasses.replace(config, num_threads=1)
+    _WORKER_MODELS = SegmentationModels(config, torch.device("cpu"))
+
+
+def _segment_batch_in_worker(batch: list[InputImage], output_dir: Path) -> tuple[int, list[dict]]:
+    return _WORKER_MODELS.segment_batch(batch, output_dir)
 
 
 def _skip_row(item: InputImage, reason: str) -> dict:

@@ -111,6 +111,18 @@ def test_stage_resumes_and_force_redoes(input_dir, tmp_path):
     assert not list(out.glob(".*.tmp*")), "no temporary files are left behind"
 
 
+def test_two_worker_processes_write_the_same_files_as_one(input_dir, tmp_path):
+    one = run_segmentation(make_config(input_dir, tmp_path / "one"), progress=False)
+    two = run_segmentation(make_config(input_dir, tmp_path / "two", workers=2), progress=False)
+    assert (two.parsed, two.skipped) == (one.parsed, one.skipped) == (len(FACE_NUMBERS), 1)
+    for number in FACE_NUMBERS:
+        for kind, path in output_paths(tmp_path / "one" / "segmentation_results", number).items():
+            other = output_paths(tmp_path / "two" / "segmentation_results", number)[kind]
+            assert path.read_bytes() == other.read_bytes(), kind
+    assert ((tmp_path / "two" / "segmentation_results" / SKIPPED_FILE).read_text()
+            == (tmp_path / "one" / "segmentation_results" / SKIPPED_FILE).read_text().replace("/one/", "/two/"))
+
+
 def test_crops_the_mesh_rejects_are_listed_not_written(input_dir, tmp_path):
     # Face scores are sigmoids that mostly stay a hair below 1.0 (a few saturate at exactly 1.0),
     # so a threshold of 1.0 rejects most of the faces.
