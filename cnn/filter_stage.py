@@ -40,6 +40,7 @@ from common.config import dump_config, resolve_repo_path
 from common.errors import PipelineError, log_line
 from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
 from common.images import make_grid
+from common.workers import spawned_pool
 
 LABEL_ID = "img_name"  # the id column's name inside the stage, whatever the labels file calls it
 ANNOTATOR_SOURCE = "annotator"
@@ -376,13 +377,8 @@ def _train_fold(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.n
 
 
 def fold_pool(workers: int):
-    """A pool of fold workers (spawned: no forked torch thread state), or None for one fold at a time."""
-    if workers <= 1:
-        return None
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    """A pool of fold workers (spawned), or None for one fold at a time."""
+    return spawned_pool(workers)
 
 
 class PropertyTraining:

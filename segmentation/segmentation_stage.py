@@ -36,6 +36,7 @@ from common.config import REPO_ROOT, dump_config, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, load_image, save_image
 from common.images import make_grid
+from common.workers import spawned_pool
 from segmentation.face_detection import CROP_SIZE, create_mtcnn, crop_face, detect_largest_faces
 
 PARSERS = ("mesh", "facexformer")
@@ -277,13 +278,8 @@ def run_segmentation(config: SegmentationConfig, force: bool = False, progress: 
     new_skips: list[dict] = []
     bar = tqdm(total=len(todo), unit="img", desc=f"segmentation ({config.parser})", disable=not progress,
                dynamic_ncols=True)
-    pool = None
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(config,))
+    pool = spawned_pool(workers, initializer=_start_worker, initargs=(config,))
+    if pool is not None:
         results = pool.map(_segment_batch_in_worker, batches, [output_dir] * len(batches))
     else:
         results = (models.segment_batch(batch, output_dir) for batch in batches)
