@@ -4,6 +4,8 @@
 * `frozen_requires_grad`: take a network out of the autograd graph for the other player's step and give
   every parameter back its own flag afterwards (fine-tuning freezes most of D for good);
 * `update_ema`: the `generator_smooth` copy;
+* `w_spread_penalty`: how far the spread of a trainable mapping's w has moved from a frozen reference's on the
+  same fixed latents (fine-tuning's variety term: the mean of w may move, its spread should not);
 * `rng_state` / `restore_rng_state`: everything random a resumed run must continue with;
 * `run_loop`: step, average the step statistics into one log row every `log_every` steps, call the
   log / sample hooks, and every `checkpoint_every` steps append the rows to `train_log.csv` and save the
@@ -104,6 +106,34 @@ def real_fake_auroc(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> flo
     return float((greater + 0.5 * ties) / (len(real) * len(fake)))
 
 
+W_SPREAD_KINDS = ("sd", "pairwise", "centred")
+
+
+def w_spread_penalty(w: torch.Tensor, w_ref: torch.Tensor, kind: str = "centred") -> torch.Tensor:
+    """0 when the batch `w` [N, D] is spread as the reference `w_ref` (the same latents through the starting
+    mapping), whatever the shift of its mean; positive otherwise. Scale-free (relative to the reference):
+
+    * sd: mean over dims of log(SD / SD_ref)^2 - each dimension's spread, blind to rotations and to the
+      shrinking of single directions (a direction is spread over many dims);
+    * pairwise: mean squared change of the pairwise distances over the mean squared reference distance -
+      blind to rotations and translations only;
+    * centred: squared change of each sample's offset from the batch mean over the reference offsets' mean
+      square - only a translation of w is free (the strictest).
+    """
+    if w.shape != w_ref.shape or w.ndim != 2:
+        raise ValueError(f"w and w_ref must be the same [N, D] shape, got {list(w.shape)} and {list(w_ref.shape)}")
+    w_ref = w_ref.detach()
+    if kind == "sd":
+        return (w.std(dim=0) / w_ref.std(dim=0).clamp_min(1e-8)).clamp_min(1e-8).log().square().mean()
+    if kind == "pairwise":
+        dist, dist_ref = torch.pdist(w), torch.pdist(w_ref)
+        return (dist - dist_ref).square().mean() / dist_ref.square().mean().clamp_min(1e-12)
+    if kind == "centred":
+        offset, offset_ref = w - w.mean(dim=0), w_ref - w_ref.mean(dim=0)
+        return (offset - offset_ref).square().sum(dim=1).mean() / offset_ref.square().sum(dim=1).mean().clamp_min(1e-12)
+    raise ValueError(f"w spread kind must be one of {', '.join(W_SPREAD_KINDS)}, got '{kind}'")
+
+
 # --- EMA, RNG ----------------------------------------------------------------------------------
 def ema_beta(batch_size: int, half_life_images: float) -> float:
     """Per-step EMA decay such that an image seen `half_life_images` ago weighs half."""
@@ -198,8 +228,11 @@ def run_loop(trainer: Trainer, end_step: int, run_dir: Path, log_every: int, che
     return trainer.step_index >= end_step
 
 
-def plot_log_curves(log_path: Path, png_path: Path, panels: dict[str, list[str]], x: str = "step") -> Path | None:
-    """One panel per entry of `panels` (title -> columns present in the log); PNG written atomically."""
+def plot_log_curves(log_path: Path, png_path: Path, panels: dict[str, list[str]], x: str = "step",
+                    relative: tuple[str, ...] = ()) -> Path | None:
+    """One panel per entry of `panels` (title -> columns present in the log); PNG written atomically.
+    In the panels named in `relative` each column is drawn divided by its first logged value (figures on
+    different scales, e.g. the variety figures, share one panel as "fraction of the start")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,6 +249,8 @@ def plot_log_curves(log_path: Path, png_path: Path, panels: dict[str, list[str]]
     for ax, (title, cols) in zip(axes[0], panels.items()):
         for col in cols:
             points = log[[x, col]].dropna()  # columns logged every N rows (the monitor) have gaps
+            if title in relative and len(points) and points[col].iloc[0] != 0:
+                points = points.assign(**{col: points[col] / points[col].iloc[0]})
             ax.plot(points[x], points[col], label=col, linewidth=1.2, marker="o" if len(points) < 30 else None,
                     markersize=3)
         ax.set_title(title)

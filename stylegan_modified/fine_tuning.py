@@ -8,6 +8,11 @@
 * v8 continues from v1's G and D (strict load) with all-zero labels on the v8 dataset, training
   `mapping.*`, the 4x4 block (`synthesis.layer0`, `layer1`, `output0`) and the same D layers, and
   monitors classifier ensembles on fixed samples.
+* Both can hold the spread of w to the starting mapping's (`w_spread_weight`, `w_spread_kind`): on a fixed batch
+  of latents the trainable mapping's w may shift its mean freely, while a change of its spread (per-dimension SD,
+  pairwise distances, or each sample's offset from the mean) is penalised - the collapse of faces to one pose and
+  expression starts as a collapse of w. The monitor logs the variety figures of stylegan/variety.py (geometric
+  SDs, sharpness, pixel diversity) of the EMA generator's fixed samples next to the classifier scores.
 
 The recipe is the original's (non-saturating loss, R1 gamma 10, one D step then G steps until the
 G loss falls below 2 x the D loss, at most 4; AdamW 1e-4), with its defects fixed on purpose: style
@@ -43,11 +48,12 @@ from common.errors import PipelineError
 from common.fileio import atomic_write_text, load_image
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import load_generator, read_checkpoint, save_checkpoint, select_entry
-from stylegan.gan_trainer import (LOG_FILE, STATE_FILE, append_log, discriminator_step, ema_beta, frozen_requires_grad,
-                                  generator_adversarial_loss, plot_log_curves, real_fake_auroc, restore_rng_state,
-                                  rng_state, run_loop, update_ema)
+from stylegan.gan_trainer import (LOG_FILE, STATE_FILE, W_SPREAD_KINDS, append_log, discriminator_step, ema_beta,
+                                  frozen_requires_grad, generator_adversarial_loss, plot_log_curves, real_fake_auroc,
+                                  restore_rng_state, rng_state, run_loop, update_ema, w_spread_penalty)
 from stylegan.stylegan_discriminator import StyleGANDiscriminator
 from stylegan.stylegan_generator import StyleGANGenerator
+from stylegan.variety import FIGURE_KEYS, variety_figures
 
 # The condition vector, in the original's order (ORIGINAL_PIPELINE.md section 6, v1).
 PROPERTY_COLUMNS = ("eyes_score", "hair_color_score", "hair_length_score", "mouth_score", "pose_score",
@@ -92,6 +98,13 @@ class FineTuneConfig:
     weight_decay: float = 0.01
     r1_gamma: float = 10.0
     r1_interval: int = field(default=1, metadata={"help": "R1 every N D steps, weighted by N (1 = the original)"})
+    w_spread_weight: float = field(default=0.0, metadata={
+        "help": "weight of the w-spread term in the G loss (0: off): spread of w on fixed latents vs the start's"})
+    w_spread_kind: str = field(default="centred", metadata={
+        "help": "sd (per-dim SD), pairwise (pairwise distances) or centred (offsets from the mean; only a shift free)"})
+    w_spread_samples: int = field(default=128, metadata={"help": "fixed latents of the w-spread term"})
+    w_spread_labels: str = field(default="zeros", metadata={
+        "help": "labels of the w-spread latents: zeros (the label response stays free) or normal (N(0, 1))"})
     max_g_steps: int = 4
     g_loss_ratio: float = 2.0
     style_mixing_prob: float = 0.0
@@ -110,6 +123,8 @@ class FineTuneConfig:
     preview_num_z: int = 8
     monitor_every: int = field(default=50, metadata={"help": "score fixed samples every N steps (0: off)"})
     monitor_samples: int = 100
+    monitor_variety: bool = field(default=True, metadata={
+        "help": "monitor the variety figures (geometric SDs by the landmark model, sharpness, pixel diversity)"})
     monitor_classifiers: list[str] = field(default_factory=lambda: ["gender", "quality"])
     classifier_models_dir: str = field(default="cnn/models", metadata={
         "help": "folder of the monitor's {prop}_model_{k}.pt ensembles (stage 2 layout)"})
@@ -128,6 +143,14 @@ class FineTuneConfig:
             raise PipelineError(f"[fine_tuning] dense0_init must be fresh or pretrained, got '{self.dense0_init}'")
         if self.fake_labels not in ("real", "normal"):
             raise PipelineError(f"[fine_tuning] fake_labels must be real or normal, got '{self.fake_labels}'")
+        if self.w_spread_kind not in W_SPREAD_KINDS:
+            raise PipelineError(f"[fine_tuning] w_spread_kind must be one of {', '.join(W_SPREAD_KINDS)}, "
+                                f"got '{self.w_spread_kind}'")
+        if self.w_spread_labels not in ("zeros", "normal"):
+            raise PipelineError(f"[fine_tuning] w_spread_labels must be zeros or normal, got '{self.w_spread_labels}'")
+        if self.w_spread_weight < 0 or self.w_spread_samples < 2:
+            raise PipelineError(f"[fine_tuning] w_spread_weight must be >= 0 and w_spread_samples >= 2, got "
+                                f"{self.w_spread_weight} and {self.w_spread_samples}")
         for name in ("batch_size", "max_g_steps", "r1_interval", "log_every", "checkpoint_every", "max_steps"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"[fine_tuning] {name} must be >= 1, got {getattr(self, name)}")
@@ -333,10 +356,11 @@ class FineTuner:
     """Models, optimisers and RNG of one fine-tuning run; `step()` = one D step and its G steps."""
 
     def __init__(self, config: FineTuneConfig, dataset: FineTuneDataset,
-                 classifiers: dict[str, Classifier] | None = None, device: str = "cpu"):
+                 classifiers: dict[str, Classifier] | None = None, device: str = "cpu", geometry=None):
         self.config = config
         self.dataset = dataset
         self.classifiers = classifiers or {}
+        self.geometry = geometry  # FaceGeometry-like (measure(images) -> [N, 4]) or None: no geometric SDs
         self.device = torch.device(device)
         if len(dataset.img_nos) < config.batch_size:
             raise PipelineError(f"{config.images_dir}: {len(dataset.img_nos)} images, fewer than one batch "
@@ -350,6 +374,15 @@ class FineTuner:
         self.generator_smooth = StyleGANGenerator(**config.generator_kwargs()).to(self.device)
         self.generator_smooth.load_state_dict(self.generator.state_dict())
         self.generator_smooth.eval().requires_grad_(False)
+        # The w-spread term's fixed latents and their w under the starting mapping (recomputed from the same
+        # starting files on a resume, so nothing of it is saved).
+        spread = torch.Generator().manual_seed(config.seed + 999)
+        self.spread_z = torch.randn(config.w_spread_samples, config.z_space_dim, generator=spread).to(self.device)
+        self.spread_labels = torch.randn(config.w_spread_samples, LABEL_SIZE, generator=spread).to(self.device)
+        if config.w_spread_labels == "zeros":
+            self.spread_labels.zero_()
+        with torch.no_grad():
+            self.spread_ref = self.generator.mapping(self.spread_z, self.spread_labels).detach()
         self.g_trainable = select_trainable(self.generator, config.trainable_generator, "generator")
         self.d_trainable = select_trainable(self.discriminator, config.trainable_discriminator, "discriminator")
         fast = [p for n, p in self.generator.named_parameters()
@@ -426,8 +459,12 @@ class FineTuner:
             while True:
                 fake_labels = self._fake_labels(real_labels)
                 g_loss = generator_adversarial_loss(self.discriminator(self._fake(fake_labels), fake_labels))
+                loss = g_loss
+                if cfg.w_spread_weight > 0:
+                    spread = self.w_spread(self.generator)
+                    loss = g_loss + cfg.w_spread_weight * spread
                 self.g_optimizer.zero_grad(set_to_none=True)
-                g_loss.backward()
+                loss.backward()
                 self.g_optimizer.step()
                 update_ema(self.generator_smooth, self.generator, beta)
                 g_losses.append(float(g_loss.detach()))
@@ -445,7 +482,14 @@ class FineTuner:
                  "real_fake_auroc": real_fake_auroc(d.real_scores, d.fake_scores)}
         if d.r1 is not None:
             stats["r1"] = d.r1
+        if cfg.w_spread_weight > 0:
+            stats["w_spread"] = float(spread.detach())
         return stats
+
+    def w_spread(self, generator: StyleGANGenerator) -> torch.Tensor:
+        """The w-spread term of `generator`'s mapping on the fixed latents (0 at the start)."""
+        w = generator.mapping(self.spread_z, self.spread_labels)
+        return w_spread_penalty(w, self.spread_ref, self.config.w_spread_kind)
 
     # --- logging, monitor --------------------------------------------------------------------
     def log_prefix(self) -> dict:
@@ -460,12 +504,23 @@ class FineTuner:
                                 device=self.device)
         save_grid(images.permute(0, 2, 3, 1).numpy(), path, ncols=len(self.preview_z))
 
+    @property
+    def monitors(self) -> bool:
+        return bool(self.classifiers) or self.config.monitor_variety
+
     def monitor(self) -> dict[str, float]:
-        """Mean score of each classifier on the fixed monitor samples of the EMA generator."""
-        if not self.classifiers:
+        """On the fixed monitor samples of the EMA generator: the mean score of each classifier and (monitor_variety)
+        the variety figures `variety_*` (geometric SDs only with a landmark model), and the EMA mapping's w spread."""
+        if not self.monitors:
             return {}
         images = generate_uint8(self.generator_smooth, self.monitor_z, self.monitor_labels, device=self.device)
-        return {f"mean_{name}_score": round(float(np.mean(fn(images))), 5) for name, fn in self.classifiers.items()}
+        out = {f"mean_{name}_score": round(float(np.mean(fn(images))), 5) for name, fn in self.classifiers.items()}
+        if self.config.monitor_variety:
+            figures = variety_figures(images, self.geometry, seed=self.config.seed)
+            out.update({f"variety_{key}": round(value, 5) for key, value in figures.items()})
+            with torch.no_grad():
+                out["ema_w_spread"] = round(float(self.w_spread(self.generator_smooth)), 6)
+        return out
 
     # --- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -512,6 +567,9 @@ def load_generator_file(path: str | Path, entry: str = "generator_smooth", **gen
 # --- the run -----------------------------------------------------------------------------------
 LOG_PANELS = {"losses": ["d_loss", "d_adv_loss", "g_loss", "r1"], "D scores": ["real_scores_mean", "fake_scores_mean"],
               "real/fake AUROC": ["real_fake_auroc"], "G steps per D step": ["g_train_count"]}
+VARIETY_RELATIVE_PANEL = "variety (fraction of step 0)"
+VARIETY_PANELS = {VARIETY_RELATIVE_PANEL: [f"variety_{key}" for key in FIGURE_KEYS if key != "geometry_found"],
+                  "w spread vs the start": ["w_spread", "ema_w_spread"]}
 
 
 @dataclass
@@ -525,18 +583,32 @@ class RunSummary:
     last_row: dict
 
 
+def load_geometry(log: Callable[[str], None] = print):
+    """The landmark model of the variety monitor, or None (logged) where its packages are missing."""
+    try:
+        from segmentation.face_geometry import FaceGeometry
+
+        return FaceGeometry()
+    except (PipelineError, ImportError, RuntimeError) as exc:
+        log(f"monitor: landmark model not available ({exc}); variety without the geometric SDs")
+        return None
+
+
 def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] | None = None, force: bool = False,
                     device: str = "cpu", progress: bool = True, max_new_steps: int | None = None,
-                    log: Callable[[str], None] = print) -> RunSummary:
+                    log: Callable[[str], None] = print, geometry="load") -> RunSummary:
     """Train (resuming from run_dir unless `force`) until max_steps or max_minutes, then export.
-    `classifiers=None` loads the config's monitor ensembles (after the dataset, so its errors come first)."""
+    `classifiers=None` loads the config's monitor ensembles (after the dataset, so its errors come first);
+    `geometry="load"` the landmark model of the variety monitor (when monitor_variety), None: no geometric SDs."""
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     run_dir = resolve_repo_path(config.run_dir)
     dataset = load_dataset(config.images_dir, config.labels_csv, config.resolution, log)
     if classifiers is None:
         classifiers = load_classifiers(config, log) if config.monitor_every else {}
-    trainer = FineTuner(config, dataset, classifiers, device)
+    if isinstance(geometry, str):
+        geometry = load_geometry(log) if config.monitor_every and config.monitor_variety else None
+    trainer = FineTuner(config, dataset, classifiers, device, geometry=geometry)
     state_path = run_dir / STATE_FILE
     if force and run_dir.is_dir():
         for stale in [state_path, run_dir / "train_log.csv", *run_dir.glob("preview_*.png")]:
@@ -552,7 +624,7 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
     def out_of_time() -> bool:
         return budget > 0 and trainer.train_seconds + trainer.hook_seconds >= budget
 
-    if trainer.step_index == 0 and trainer.classifiers and config.monitor_every:
+    if trainer.step_index == 0 and trainer.monitors and config.monitor_every:
         append_log(run_dir / LOG_FILE, [{"step": 0, **trainer.monitor()}])  # where the curves start
         trainer.save_preview(run_dir / "preview_000000.png")
 
@@ -573,7 +645,9 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
         exported = [resolve_repo_path(config.export_generator), resolve_repo_path(config.export_discriminator)]
         panels = dict(LOG_PANELS)
         panels["monitor"] = [f"mean_{name}_score" for name in trainer.classifiers]
-        plot_log_curves(run_dir / "train_log.csv", run_dir / "train_curves.png", panels)
+        panels.update(VARIETY_PANELS)
+        plot_log_curves(run_dir / "train_log.csv", run_dir / "train_curves.png", panels,
+                        relative=(VARIETY_RELATIVE_PANEL,))
     log_path = run_dir / "train_log.csv"
     last = pd.read_csv(log_path).iloc[-1].to_dict() if log_path.is_file() else {}
     atomic_write_text(run_dir / "summary.json", json.dumps(
