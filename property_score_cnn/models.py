@@ -11,22 +11,26 @@ for the 7-output model; `bottom_{left|right}_cnn.conv{k}.0.*`, `fc1.0.*`, `fc_fi
 model; the merged model is the 7-output one plus `hairstyle_score_cnn.*`.
 
 Crops are the spec's at 256 px and scale with the resolution (every bound is a multiple of 1/64 of the
-side, so 64 px takes exactly a quarter of each). Smaller images are never upsampled; instead each
-halving of the resolution drops one conv + pool block, so every branch's final feature map keeps the
-original's spatial size (the 64 px pose branch, which has one pool only, drops it and its last conv).
-Shapes with width_multiplier 1 (crop rows x cols -> plan -> flattened features):
+side, so 128 px takes exactly half of each), except at 64 px, the embedded profile's size, where the eyes,
+mouth and pose crops are placed on the faces this project's 64 px generator draws (the spec's boxes, scaled,
+cut the lower half of our mouths and see one eye line only; bounds from the 2nd-98th percentiles of 68
+landmarks on 100 generated faces plus a margin). Smaller images are never upsampled; instead each halving of
+the resolution drops one conv + pool block, so most branches' final feature map keeps the original's spatial
+size. Shapes with width_multiplier 1 (crop rows x cols -> plan -> flattened features):
 
-| branch       | crop at 256          | 256 px plan                      | 64 px crop | 64 px plan           | features  |
-|--------------|----------------------|----------------------------------|------------|----------------------|-----------|
-| eyes         | [96,144) x [64,192)  | 32 64 P 64 P 128 P               | 12 x 32    | 32 64 P              | C x 4 x 14 |
-| mouth        | [160,208) x [96,160) | 32 64 P 64 P 128 P               | 12 x 16    | 32 64 P              | C x 4 x 6  |
-| pose         | [112,160) x [88,168) | 32 64 P 64 P 128 128             | 12 x 20    | 32 64 128            | C x 6 x 14 |
-| hair colour  | whole image          | 32 64 P 64 P 128 P 128 P 128 P   | 64 x 64    | 32 64 P 128 P 128 P  | C x 6 x 6  |
-| hair length  | [128,256) x all      | 32 64 P 64 P 128 P 128 P 128     | 32 x 64    | 32 64 P 128 P 128    | C x 4 x 12 |
-| background   | [0,128) x all        | same as hair length (2 outputs)  | 32 x 64    | 32 64 P 128 P 128    | C x 4 x 12 |
-| hairstyle L  | [128,256) x [0,96)   | 32 64 P 64 P 96 P 128 128        | 32 x 24    | 32 64 P 128 128      | C x 10 x 6 |
-| hairstyle R  | [128,256) x [160,256)| same                             | 32 x 24    | same                 | C x 10 x 6 |
+| branch       | crop at 256          | 256 px plan                      | 64 px crop            | 64 px plan          | 64 px features |
+|--------------|----------------------|----------------------------------|-----------------------|---------------------|----------------|
+| eyes         | [96,144) x [64,192)  | 32 64 P 64 P 128 P               | [22,38) x [8,56)      | 32 64 P             | 64 x 6 x 22    |
+| mouth        | [160,208) x [96,160) | 32 64 P 64 P 128 P               | [42,62) x [14,50)     | 32 64 P             | 64 x 8 x 16    |
+| pose         | [112,160) x [88,168) | 32 64 P 64 P 128 128             | [14,62) x [0,64)      | 32 64 P 128 P       | 128 x 10 x 14  |
+| hair colour  | whole image          | 32 64 P 64 P 128 P 128 P 128 P   | 64 x 64               | 32 64 P 128 P 128 P | 128 x 6 x 6    |
+| hair length  | [128,256) x all      | 32 64 P 64 P 128 P 128 P 128     | 32 x 64               | 32 64 P 128 P 128   | 128 x 4 x 12   |
+| background   | [0,128) x all        | same as hair length (2 outputs)  | 32 x 64               | 32 64 P 128 P 128   | 128 x 4 x 12   |
+| hairstyle L  | [128,256) x [0,96)   | 32 64 P 64 P 96 P 128 128        | 32 x 24               | 32 64 P 128 128     | 128 x 10 x 6   |
+| hairstyle R  | [128,256) x [160,256)| same                             | 32 x 24               | same                | 128 x 10 x 6   |
 
+The 64 px pose crop is the whole face width: the embedded profile's pose is the head's yaw (see
+segmentation/face_geometry.py), which shows in where the nose sits between the cheeks.
 (C = the last conv's channels: 128 at 256 px, 64 for the 64 px eyes and mouth branches.) FC1 is 256
 wide (dropout 0.45) in the 7-output model; the hairstyle model concatenates its two branches into
 FC1 512 (dropout 0.25). `width_multiplier` scales every conv's channel count (FC widths stay); the
@@ -62,6 +66,12 @@ CROPS_256 = {
     "bottom_left": (128, 256, 0, 96),
     "bottom_right": (128, 256, 160, 256),
 }
+# (row_start, row_end, col_start, col_end) at 64 px where they differ from CROPS_256 / 4 (see the table above).
+CROPS_64 = {
+    "eyes": (22, 38, 8, 56),
+    "mouth": (42, 62, 14, 50),
+    "pose": (14, 62, 0, 64),
+}
 
 _SHORT_STACK = {256: "32 64 P 64 P 128 P", 128: "32 64 P 128 P", 64: "32 64 P"}
 _LOWER_HALF_STACK = {256: "32 64 P 64 P 128 P 128 P 128", 128: "32 64 P 128 P 128 P 128", 64: "32 64 P 128 P 128"}
@@ -69,7 +79,7 @@ _HAIRSTYLE_STACK = {256: "32 64 P 64 P 96 P 128 128", 128: "32 64 P 96 P 128 128
 CONV_PLANS = {
     "eyes": _SHORT_STACK,
     "mouth": _SHORT_STACK,
-    "pose": {256: "32 64 P 64 P 128 128", 128: "32 64 P 128 128", 64: "32 64 128"},
+    "pose": {256: "32 64 P 64 P 128 128", 128: "32 64 P 128 128", 64: "32 64 P 128 P"},
     "hair_color": {256: "32 64 P 64 P 128 P 128 P 128 P", 128: "32 64 P 128 P 128 P 128 P", 64: "32 64 P 128 P 128 P"},
     "hair_length": _LOWER_HALF_STACK,
     "background": _LOWER_HALF_STACK,
@@ -90,6 +100,8 @@ def check_resolution(resolution: int) -> int:
 def crop_window(branch: str, resolution: int) -> tuple[int, int, int, int]:
     """(row_start, row_end, col_start, col_end) the branch looks at, in pixels of an R x R image."""
     check_resolution(resolution)
+    if resolution == 64 and branch in CROPS_64:
+        return CROPS_64[branch]
     return tuple(v * resolution // ORIGINAL_RESOLUTION for v in CROPS_256[branch])
 
 

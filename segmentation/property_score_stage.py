@@ -28,6 +28,11 @@ from segmentation.property_scores import ALGORITHMS, MAP_SIZE, NUM_CLASSES, SCOR
     normalise_column
 
 OUTPUT_NAMES = {"v1": "all_scores.csv", "v2": "all_scores_v2.csv", "hairstyle": "all_scores_ohlora_v3.csv"}
+GEOMETRY_SOURCES = ("segmentation", "landmarks")
+POSE_MEASURES = ("yaw", "roll")
+GEOMETRY_FILE = "face_geometry.csv"   # img_no + the raw landmark measures, beside the scores CSV
+# The score columns that geometry = "landmarks" takes from the landmark measures (v2 only).
+LANDMARK_SCORES = {"eyes_score": "eye_opening", "mouth_score": "mouth_opening", "pose_score": None}
 PARSING_PATTERN = re.compile(r"parsing_(\d{6,})\.png")
 
 
@@ -43,6 +48,15 @@ class PropertyScoresConfig:
         "help": "folder of the default output file"})
     output: str | None = field(default=None, metadata={
         "help": "output CSV (default: OUTPUT_DIR/" + ", ".join(f"{n} for {a}" for a, n in OUTPUT_NAMES.items()) + ")"})
+    geometry: str = field(default="segmentation", metadata={
+        "help": "where v2's eyes, mouth and pose scores come from: segmentation (the class maps, as the "
+                "original) or landmarks (68 landmarks on the generator's image: eye opening, mouth opening, "
+                "and pose_measure; see segmentation/face_geometry.py)"})
+    pose_measure: str = field(default="yaw", metadata={
+        "help": "with geometry = landmarks, what pose_score measures: yaw (head turned left/right) or roll "
+                "(eye-line tilt)"})
+    images_dir: str = field(default="stylegan/synthesize_results_filtered", metadata={
+        "help": "with geometry = landmarks, the generator's images {img_no:06d}.png the landmarks are found on"})
     raw: bool = field(default=False, metadata={
         "help": "write the raw scores instead of z-scores (normalised: per column (x - mean) / sample std, "
                 "4 decimals; a constant column becomes 0)"})
@@ -50,6 +64,15 @@ class PropertyScoresConfig:
     def validate(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise PipelineError(f"[property_scores] algorithm = {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+        if self.geometry not in GEOMETRY_SOURCES:
+            raise PipelineError(f"[property_scores] geometry = {self.geometry!r}; allowed: {', '.join(GEOMETRY_SOURCES)}")
+        if self.pose_measure not in POSE_MEASURES:
+            raise PipelineError(f"[property_scores] pose_measure = {self.pose_measure!r}; "
+                                f"allowed: {', '.join(POSE_MEASURES)}")
+
+    @property
+    def uses_landmarks(self) -> bool:
+        return self.algorithm == "v2" and self.geometry == "landmarks"
 
     def output_path(self) -> Path:
         if self.output:
@@ -141,6 +164,40 @@ def score_pairs(pairs: list[SegmentationPair], algorithm: str, show_progress: bo
     return pd.DataFrame(rows, columns=["img_no", "img_path", *SCORE_COLUMNS[algorithm]])
 
 
+def landmark_geometry(img_nos, images_dir: str | Path, show_progress: bool = True) -> pd.DataFrame:
+    """img_no + the raw landmark measures (GEOMETRY_COLUMNS) of each generator image {img_no:06d}.png."""
+    from segmentation.face_geometry import GEOMETRY_COLUMNS, FaceGeometry
+
+    folder = resolve_repo_path(images_dir)
+    if not folder.is_dir():
+        raise PipelineError(f"{folder}: image folder not found; geometry = landmarks measures the generator's "
+                            f"images there (stage 1/2), or pass --images-dir")
+    images = []
+    for no in img_nos:
+        path = folder / f"{int(no):06d}.png"
+        if not path.is_file():
+            raise PipelineError(f"{path}: image missing for a parsed face; re-run stage 2 (run_cnn.py) or pass "
+                                f"the folder the segmentation stage read as --images-dir")
+        images.append(load_image(path))
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise PipelineError(f"{folder}: images of different sizes {sorted(shapes)}; re-run stages 1-2")
+    measures = FaceGeometry().measure(np.stack(images), progress=show_progress) if images else \
+        np.zeros((0, len(GEOMETRY_COLUMNS)))
+    frame = pd.DataFrame(measures, columns=list(GEOMETRY_COLUMNS))
+    frame.insert(0, "img_no", np.asarray(img_nos, dtype=int))
+    return frame
+
+
+def apply_landmark_scores(table: pd.DataFrame, geometry: pd.DataFrame, pose_measure: str) -> pd.DataFrame:
+    """v2 scores with eyes/mouth/pose replaced by the landmark measures; rows without a face are dropped."""
+    merged = table.merge(geometry, on="img_no", how="left", validate="one_to_one")
+    for column, measure in LANDMARK_SCORES.items():
+        merged[column] = merged[measure or pose_measure]
+    keep = merged[list(LANDMARK_SCORES)].notna().all(axis=1)
+    return merged.loc[keep, list(table.columns)].reset_index(drop=True)
+
+
 def normalise_table(table: pd.DataFrame, algorithm: str) -> pd.DataFrame:
     table = table.copy()
     for column in SCORE_COLUMNS[algorithm]:
@@ -154,9 +211,16 @@ def run_property_scores(config: PropertyScoresConfig, show_progress: bool = True
     start = time.perf_counter()
     pairs = find_segmentation_pairs(config.segmentation_dir)
     table = score_pairs(pairs, config.algorithm, show_progress)
+    output_path = config.output_path()
+    if config.uses_landmarks:
+        geometry = landmark_geometry(table["img_no"].to_numpy(), config.images_dir, show_progress)
+        atomic_write_csv(geometry, output_path.parent / GEOMETRY_FILE, index=False)
+        before = len(table)
+        table = apply_landmark_scores(table, geometry, config.pose_measure)
+        if len(table) < before:
+            print(f"geometry: {before - len(table)} of {before} faces without plausible landmarks left out")
     if not config.raw:
         table = normalise_table(table, config.algorithm)
-    output_path = config.output_path()
     atomic_write_csv(table, output_path)  # default RangeIndex -> the original's unnamed index column
     resolved = dataclasses.replace(config, output=repo_relative(output_path))
     config_path = dump_config(resolved, output_path.with_suffix(".config.json"))

@@ -32,7 +32,7 @@ SEVEN_COLUMNS = [f"{n}_score" for n in PROPERTY_NAMES[:7]]
     (256, "eyes", (128, 4, 14)), (256, "mouth", (128, 4, 6)), (256, "pose", (128, 6, 14)),
     (256, "hair_color", (128, 6, 6)), (256, "hair_length", (128, 4, 12)), (256, "background", (128, 4, 12)),
     (256, "bottom_left", (128, 10, 6)), (256, "bottom_right", (128, 10, 6)),
-    (64, "eyes", (64, 4, 14)), (64, "mouth", (64, 4, 6)), (64, "pose", (128, 6, 14)),
+    (64, "eyes", (64, 6, 22)), (64, "mouth", (64, 8, 16)), (64, "pose", (128, 10, 14)),
     (64, "hair_color", (128, 6, 6)), (64, "hair_length", (128, 4, 12)), (64, "background", (128, 4, 12)),
     (64, "bottom_left", (128, 10, 6)),
 ])
@@ -87,18 +87,21 @@ def test_crop_geometry_at_64_and_256():
     assert crop_window("background", 256) == (0, 128, 0, 256)
     assert crop_window("bottom_left", 256) == (128, 256, 0, 96)
     assert crop_window("bottom_right", 256) == (128, 256, 160, 256)
-    for branch in ("eyes", "mouth", "pose", "hair_color", "hair_length", "background", "bottom_left", "bottom_right"):
+    for branch in ("hair_color", "hair_length", "background", "bottom_left", "bottom_right"):
         assert crop_window(branch, 64) == tuple(v // 4 for v in crop_window(branch, 256))
+    for branch in ("eyes", "mouth", "pose"):  # placed on the embedded generator's faces
+        assert crop_window(branch, 128) == tuple(v // 2 for v in crop_window(branch, 256))
+    assert crop_window("mouth", 64) == (42, 62, 14, 50)
     # A branch only sees its crop: pixels outside change nothing, one pixel inside does.
     torch.manual_seed(0)
     mouth = BranchCNN("mouth", 64, 0.25, fc_width=8, outputs=1).eval()
     x = torch.rand(1, 3, 64, 64)
     y = x.clone()
-    y[:, :, :40] = -1.0
-    y[:, :, :, 40:] = 1.0
+    y[:, :, :42] = -1.0
+    y[:, :, :, 50:] = 1.0
     with torch.no_grad():
         assert torch.equal(mouth(x), mouth(y))
-        y[:, :, 45, 30] += 0.7
+        y[:, :, 50, 30] += 0.7
         assert not torch.equal(mouth(x), mouth(y))
 
 
@@ -125,8 +128,8 @@ def test_training_function_learns_a_crop_brightness():
     n = 320
     images = rng.integers(0, 256, (n, 3, 64, 64)).astype(np.uint8)
     level = rng.uniform(0, 255, n)
-    images[:, :, 40:52, 24:40] = np.clip(level[:, None, None, None] + rng.normal(0, 25, (n, 3, 12, 16)), 0, 255)
-    target = images[:, :, 40:52, 24:40].astype(np.float64).mean(axis=(1, 2, 3))
+    images[:, :, 44:56, 24:40] = np.clip(level[:, None, None, None] + rng.normal(0, 25, (n, 3, 12, 16)), 0, 255)
+    target = images[:, :, 44:56, 24:40].astype(np.float64).mean(axis=(1, 2, 3))
     target = (target - target.mean()) / target.std()
     trained = train_regression_cnn(
         lambda: BranchCNN("mouth", 64, 0.25, fc_width=64, fc_dropout=0.1, outputs=1),
