@@ -519,7 +519,7 @@ class FineTuner:
             figures = variety_figures(images, self.geometry, seed=self.config.seed)
             out.update({f"variety_{key}": round(value, 5) for key, value in figures.items()})
             with torch.no_grad():
-                out["ema_w_spread"] = round(float(self.w_spread(self.generator_smooth)), 6)
+                out["ema_w_spread"] = float(f"{float(self.w_spread(self.generator_smooth)):.5g}")
         return out
 
     # --- state -------------------------------------------------------------------------------

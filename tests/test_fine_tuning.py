@@ -299,3 +299,58 @@ def test_sample_scores_takes_single_and_multi_property_classifiers(base):
     assert all(v.shape == (10,) for v in scores.values())
     np.testing.assert_allclose((scores["colour_r"] + scores["colour_g"] + scores["colour_b"]) / 3, scores["bright"],
                                atol=1e-6)
+
+
+class ConstantGeometry:
+    """Stands in for the landmark model of the variety monitor: every face measured the same but for the roll."""
+
+    def measure(self, images):
+        rows = np.tile([0.25, 0.1, 0.0, 0.0], (len(images), 1))
+        rows[:, 2] = images.reshape(len(images), -1).mean(axis=1)  # brightness as "roll": varies with the face
+        return rows
+
+
+def test_w_spread_term_is_zero_at_the_start_and_positive_once_the_mapping_moves(base):
+    dataset = load_dataset(base / "images", base / "all_scores_v2.csv", 16)
+    for labels in ("zeros", "normal"):
+        trainer = FineTuner(tiny_config(base, w_spread_labels=labels, w_spread_samples=16), dataset)
+        assert float(trainer.w_spread(trainer.generator).detach()) == pytest.approx(0.0, abs=1e-7)
+        assert (float(trainer.spread_labels.abs().sum()) == 0.0) == (labels == "zeros")
+        with torch.no_grad():
+            trainer.generator.mapping.dense1.weight.mul_(0.5)  # a narrower w
+        assert float(trainer.w_spread(trainer.generator)) > 0.01
+        assert float(trainer.w_spread(trainer.generator_smooth)) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(PipelineError, match="w_spread_kind"):
+        tiny_config(base, w_spread_kind="variance")
+
+
+def test_w_spread_weight_holds_the_mapping_to_its_starting_spread(base):
+    """Same seeds, lr raised so the mapping moves in 6 steps: with the term the trained mapping's spread stays
+    nearer the start's than without it, and the step logs the term."""
+    dataset = load_dataset(base / "images", base / "all_scores_v2.csv", 16)
+    spreads = {}
+    for weight in (0.0, 500.0):
+        trainer = FineTuner(tiny_config(base, learning_rate=2e-2, mapping_lr_scale=10.0, w_spread_weight=weight,
+                                        w_spread_samples=32), dataset)
+        stats = [trainer.step() for _ in range(6)]
+        assert ("w_spread" in stats[-1]) == (weight > 0)
+        with torch.no_grad():
+            spreads[weight] = float(trainer.w_spread(trainer.generator))
+    assert spreads[0.0] > 1e-3
+    assert spreads[500.0] < 0.2 * spreads[0.0]
+
+
+def test_monitor_logs_variety_figures_and_plots_them(base):
+    summary = run_fine_tuning(tiny_config(base, "variety", ema_half_life_images=8.0), {"bright": brightness}, progress=False,
+                              log=lambda m: None, geometry=ConstantGeometry())
+    log = pd.read_csv(base / "variety" / "train_log.csv")
+    for key in ("eye_opening_sd", "mouth_opening_sd", "roll_sd", "yaw_sd", "sharpness", "pixel_diversity",
+                "geometry_found"):
+        assert log[f"variety_{key}"].notna().tolist() == [True, False, True, False, True], key
+    assert (log["variety_eye_opening_sd"].dropna() == 0).all() and (log["variety_roll_sd"].dropna() > 0).all()
+    assert (log["variety_pixel_diversity"].dropna() > 0).all()
+    assert log["ema_w_spread"].iloc[0] == pytest.approx(0.0, abs=1e-7) and log["ema_w_spread"].iloc[-1] > 0
+    assert summary.finished and (base / "variety" / "train_curves.png").is_file()
+    # no classifiers and no variety: nothing monitored, no step-0 row
+    run_fine_tuning(tiny_config(base, "quiet", monitor_variety=False), {}, progress=False, log=lambda m: None)
+    assert pd.read_csv(base / "quiet" / "train_log.csv")["step"].tolist() == [1, 2, 3, 4]
