@@ -139,3 +139,27 @@ def test_warps_do_what_they_say():
     assert (opened[:, 32] > 127).sum() > (stripe[:, 32] > 127).sum() > (shut[:, 32] > 127).sum()
     assert np.array_equal(relight(image), image)
     assert relight(image, gain=0.5).mean() < image.mean()
+
+
+def test_stage4_landmark_scores(faces, tmp_path):
+    """geometry = landmarks: the measures of the generator's images replace eyes/mouth/pose; one-line errors."""
+    import pandas as pd
+
+    from common.fileio import save_image
+    from segmentation.property_score_stage import PropertyScoresConfig, apply_landmark_scores, landmark_geometry
+
+    for no in (3, 7):
+        save_image(faces[no % len(faces)], tmp_path / f"{no:06d}.png")
+    geometry = landmark_geometry([3, 7], tmp_path, show_progress=False)
+    assert list(geometry.columns) == ["img_no", *GEOMETRY_COLUMNS] and np.isfinite(geometry.iloc[:, 1:]).all().all()
+    table = pd.DataFrame({"img_no": [3, 7], "img_path": ["a", "b"], "eyes_score": [9.0, 9.0],
+                          "hair_color_score": [1.0, 2.0], "mouth_score": [9.0, 9.0], "pose_score": [9.0, 9.0]})
+    geometry.loc[1, "mouth_opening"] = np.nan        # a face without plausible landmarks is left out
+    out = apply_landmark_scores(table, geometry, "roll")
+    assert list(out.columns) == list(table.columns) and list(out.img_no) == [3]
+    assert out.eyes_score[0] == geometry.eye_opening[0] and out.pose_score[0] == geometry.roll[0]
+    assert out.hair_color_score[0] == 1.0
+    with pytest.raises(PipelineError, match=r"000009\.png: image missing.*re-run stage 2"):
+        landmark_geometry([9], tmp_path, show_progress=False)
+    with pytest.raises(PipelineError, match="pose_measure"):
+        PropertyScoresConfig(geometry="landmarks", pose_measure="pitch").validate()

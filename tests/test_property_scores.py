@@ -356,6 +356,10 @@ def write_folder(folder: Path, numbers, seed: int = 0) -> None:
 def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
     import compute_property_scores
 
+    # These tests are about scoring class maps; the embedded profile's landmark geometry has its own tests
+    # (tests/test_face_geometry.py).
+    if "--geometry" not in argv:
+        argv = ("--geometry", "segmentation", *argv)
     monkeypatch.setattr(sys, "argv", ["compute_property_scores.py", *argv])
     with pytest.raises(SystemExit) as exc:
         run_main(compute_property_scores.main)

@@ -8,6 +8,9 @@ intercept) gives the change per unit edit of each property:
                   also divided by the self effect (leakage_per_self), the fair comparison of all layers vs a range
     drift         mean |d pixel / d weight_p| (uint8 levels) outside the property's crop box for eyes and mouth
                   (the property CNN's eyes / mouth windows), over the whole image for pose
+    lighting      |d mean grey level / d weight_p| of the face region (brightness_levels) and the length of the
+                  change of its mean colour, (R - G, B - G) per unit edit (colour_levels): an edit that only
+                  relights the face shows here, however well the scores follow it
 Also: a strip per property (one face, weights -2..+2 in the evaluation's units) and summary.png.
 """
 
@@ -26,17 +29,29 @@ from vectorfind.evaluation import Cases, EvaluationSettings, evaluate
 from vectorfind.sampling import codes_to_w, load_samples, render, sample_codes, score
 from vectorfind.settings import parse_layer_range
 
-# crop windows of the property CNN at 256 px (rows, cols), scaled to the generator's resolution
-BOXES_256 = {"eyes": ((96, 144), (64, 192)), "mouth": ((160, 208), (96, 160))}
+BOXED = ("eyes", "mouth")   # properties whose drift is measured outside their crop box
+# The face region of the lighting columns, as fractions of the image (rows, cols): the central face of an
+# aligned generated portrait, without hair and background.
+FACE_REGION = ((0.3, 0.9), (0.25, 0.75))
 
 
 def outside_mask(prop: str, resolution: int) -> np.ndarray:
+    """Pixels outside the property CNN's crop for eyes and mouth (every pixel for pose)."""
+    from property_score_cnn.models import CROPS_256, SUPPORTED_RESOLUTIONS, crop_window
+
     mask = np.ones((resolution, resolution), bool)
-    if prop in BOXES_256:
-        (r0, r1), (c0, c1) = BOXES_256[prop]
-        f = resolution / 256
-        mask[int(r0 * f):int(r1 * f), int(c0 * f):int(c1 * f)] = False
+    if prop in BOXED:
+        if resolution in SUPPORTED_RESOLUTIONS:
+            r0, r1, c0, c1 = crop_window(prop, resolution)
+        else:
+            r0, r1, c0, c1 = (int(v * resolution / 256) for v in CROPS_256[prop])
+        mask[r0:r1, c0:c1] = False
     return mask
+
+
+def face_region(resolution: int) -> tuple[slice, slice]:
+    (r0, r1), (c0, c1) = FACE_REGION
+    return (slice(int(r0 * resolution), int(r1 * resolution)), slice(int(c0 * resolution), int(c1 * resolution)))
 
 
 class EffectCollector:
@@ -45,7 +60,9 @@ class EffectCollector:
     def __init__(self, resolution: int):
         self.score_slopes: list[np.ndarray] = []   # [3, 8] per case
         self.drift: list[np.ndarray] = []          # [3] per case
+        self.lighting: list[np.ndarray] = []       # [3, 2] per case: brightness, colour change per unit edit
         self.masks = {p: outside_mask(p, resolution) for p in TARGET_PROPERTIES}
+        self.face = face_region(resolution)
 
     def __call__(self, case, grid, scores, images):
         design = np.column_stack([grid, np.ones(len(grid))])
@@ -55,6 +72,11 @@ class EffectCollector:
         pixel_coef, *_ = np.linalg.lstsq(design, pixels, rcond=None)
         per_pixel = np.abs(pixel_coef[:3]).reshape(3, *images.shape[1:]).mean(axis=3)  # [3, H, W]
         self.drift.append(np.array([per_pixel[j][self.masks[p]].mean() for j, p in enumerate(TARGET_PROPERTIES)]))
+        face = images[:, self.face[0], self.face[1]].astype(np.float64).mean(axis=(1, 2))   # [50, 3] mean RGB
+        tone = np.column_stack([face @ np.array([0.299, 0.587, 0.114]), face[:, 0] - face[:, 1],
+                                face[:, 2] - face[:, 1]])
+        tone_coef, *_ = np.linalg.lstsq(design, tone, rcond=None)
+        self.lighting.append(np.column_stack([np.abs(tone_coef[:3, 0]), np.hypot(tone_coef[:3, 1], tone_coef[:3, 2])]))
 
 
 def variant_name(kind: str, layers: tuple[int, int] | None) -> str:
@@ -93,6 +115,7 @@ def run_compare(ctx, force: bool = False) -> dict:
                           collect=collector)
         slopes = np.mean(collector.score_slopes, axis=0) / population_sd  # [3, 8] in population SDs
         drift = np.mean(collector.drift, axis=0)
+        lighting = np.mean(collector.lighting, axis=0)
         row = {"variant": name, "kind": kind, "layers": "all" if layers is None else f"{layers[0]}-{layers[1]}",
                "cases": result["cases"], "passed": result["passed"], "pass_rate": result["pass_rate"]}
         for j, prop in enumerate(TARGET_PROPERTIES):
@@ -101,9 +124,13 @@ def run_compare(ctx, force: bool = False) -> dict:
             row[f"{prop}_self_effect_sd"] = float(slopes[j, score_column(prop)])
             row[f"{prop}_leakage_sd"] = float(np.mean([abs(slopes[j, score_column(q)]) for q in others]))
             row[f"{prop}_drift_levels"] = float(drift[j])
+            row[f"{prop}_brightness_levels"] = float(lighting[j, 0])
+            row[f"{prop}_colour_levels"] = float(lighting[j, 1])
             # per unit of the property's own change, so a weaker (layer-range) edit is not credited as cleaner
             row[f"{prop}_leakage_per_self"] = row[f"{prop}_leakage_sd"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
             row[f"{prop}_drift_per_self"] = row[f"{prop}_drift_levels"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
+            row[f"{prop}_brightness_per_self"] = (row[f"{prop}_brightness_levels"]
+                                                  / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9))
             for q in SCORE_NAMES:
                 leakage_rows.append({"variant": name, "edited": prop, "score": q,
                                      "change_per_unit_sd": float(slopes[j, score_column(q)])})
@@ -120,7 +147,10 @@ def run_compare(ctx, force: bool = False) -> dict:
         ["pass_rate", "total"], ascending=False)
     lines = [f"{r.variant}: pass {r.passed}/{r.cases}, mean |r| " +
              " ".join(f"{p} {getattr(r, f'{p}_mean_abs_r'):.3f}" for p in TARGET_PROPERTIES) +
-             ", leakage (SD) " + " ".join(f"{p} {getattr(r, f'{p}_leakage_sd'):.3f}" for p in TARGET_PROPERTIES)
+             ", leakage (SD) " + " ".join(f"{p} {getattr(r, f'{p}_leakage_sd'):.3f}" for p in TARGET_PROPERTIES) +
+             ", drift/self " + " ".join(f"{p} {getattr(r, f'{p}_drift_per_self'):.1f}" for p in TARGET_PROPERTIES) +
+             ", brightness (levels/unit) " + " ".join(f"{p} {getattr(r, f'{p}_brightness_levels'):.2f}"
+                                                      for p in TARGET_PROPERTIES)
              for r in table.itertuples()]
     result = {"key": key, "variants": rows, "best_variant": str(ranked.variant.iloc[0]), "lines": lines}
     atomic_write_text(summary_path, json.dumps(result, indent=2) + "\n")

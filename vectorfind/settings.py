@@ -10,6 +10,8 @@ ORIENTATIONS = ("more", "original")
 DIRECTION_KINDS = ("plain", "conditional")
 MEDIAN_SOURCES = ("sample", "separate")
 EDIT_UNITS = ("w", "sd")
+LABEL_SOURCES = ("cnn", "landmarks")
+POSE_MEASURES = ("yaw", "roll")
 
 
 @dataclass
@@ -31,6 +33,16 @@ class VectorFindConfig:
         "help": "sample: medians of the sampled scores; separate: a separate run of median_samples latents"})
     median_samples: int = 20000
     median_seed: int = 1
+    label_source: str = field(default="cnn", metadata={
+        "help": "what the eyes/mouth/pose SVMs learn from: cnn (the merged property CNN's scores of every sample) "
+                "or landmarks (eye opening, mouth opening and pose_measure from 68 landmarks on the first "
+                "landmark_samples samples, one direction per property for all groups)"})
+    landmark_samples: int = field(default=8000, metadata={
+        "help": "samples measured by landmarks (rounded up to whole shards): for label_source = landmarks"})
+    pose_measure: str = field(default="yaw", metadata={
+        "help": "the landmark measure of pose: yaw or roll (labels and the landmark grading)"})
+    landmark_cases: int = field(default=30, metadata={
+        "help": "evaluated cases whose saved images are re-measured by landmarks (0 = none)"})
     top_ratio: float = field(default=0.2, metadata={"help": "per group, the top and bottom k = ratio x size"})
     train_fraction: float = 0.8
     split_seed: int = field(default=2025, metadata={"help": "seeds the per-class train/validation shuffle"})
@@ -59,13 +71,14 @@ class VectorFindConfig:
     strip_weights: int = field(default=9, metadata={"help": "images per property strip (weights -2..+2)"})
 
     def validate(self) -> None:
-        choices = {"orientation": ORIENTATIONS, "direction_kind": DIRECTION_KINDS,
+        choices = {"orientation": ORIENTATIONS, "direction_kind": DIRECTION_KINDS, "label_source": LABEL_SOURCES,
+                   "pose_measure": POSE_MEASURES,
                    "median_source": MEDIAN_SOURCES, "edit_unit": EDIT_UNITS, "device": ("auto", "cpu", "cuda")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise PipelineError(f"[vectorfind] {name} must be one of {', '.join(allowed)}, "
                                     f"got {getattr(self, name)!r}")
-        for name in ("num_samples", "shard_size", "batch_size", "eval_batch_size", "median_samples"):
+        for name in ("num_samples", "shard_size", "batch_size", "eval_batch_size", "median_samples", "landmark_samples"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"[vectorfind] {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.top_ratio <= 0.5:

@@ -28,7 +28,9 @@ from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text
 from vectorfind.directions import (GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, direction_path,
                                    load_directions, save_direction, score_column)
-from vectorfind.evaluation import EvaluationSettings, evaluate, read_cases
+from vectorfind.evaluation import EvaluationSettings, edit_grid, edited_image_path, evaluate, read_cases
+from vectorfind.landmarks import (grade_with_landmarks, landmark_scores, load_sample_geometry,
+                                  measure_sample_geometry)
 from vectorfind.models import (Scorer, choose_generator, load_chosen_generator, pick_device,
                                property_cnn_scorer)
 from vectorfind.sampling import (distributed_rank_world, file_digest, load_samples, run_fingerprint,
@@ -108,9 +110,17 @@ def run_sample(ctx: Context, force: bool = False) -> dict:
     wait_for_all()
     if ctx.rank == 0:
         write_medians(ctx)
+    measured, landmark_seconds = 0, 0.0
+    if config.label_source == "landmarks" and ctx.rank == 0:
+        started = time.perf_counter()
+        measured = measure_sample_geometry(ctx.generator, ctx.samples_dir, config.num_samples, config.shard_size,
+                                           config.landmark_samples, ctx.fingerprint, config.batch_size, ctx.device,
+                                           force, ctx.progress)
+        landmark_seconds = time.perf_counter() - started
     wait_for_all()
     return {"computed": computed, "seconds": seconds,
-            "images_per_second": computed / seconds if computed and seconds > 0 else float("nan")}
+            "images_per_second": computed / seconds if computed and seconds > 0 else float("nan"),
+            "landmark_measured": measured, "landmark_seconds": landmark_seconds}
 
 
 def write_medians(ctx: Context) -> dict[str, float]:
@@ -153,7 +163,9 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
     info_path = ctx.out / "directions_info.json"
     settings = {k: getattr(config, k) for k in ("num_samples", "seed", "median_source", "top_ratio",
                                                  "train_fraction", "split_seed", "svm_random_state",
-                                                 "orientation", "direction_kind")}
+                                                 "orientation", "direction_kind", "label_source")}
+    if config.label_source == "landmarks":
+        settings |= {"landmark_samples": config.landmark_samples, "pose_measure": config.pose_measure}
     if not force and info_path.is_file():
         info = json.loads(info_path.read_text())
         if info.get("settings") == settings and info.get("fingerprint") == ctx.fingerprint:
@@ -162,8 +174,14 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
     samples = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint)
     medians = read_medians(ctx.medians_dir)
     accelerated = enable_sklearnex()
-    found = fit_directions(samples.w, samples.scores, medians, config.top_ratio, config.train_fraction,
-                           config.split_seed, config.svm_random_state, config.svm_jobs)
+    w, scores, pooled = samples.w, samples.scores, False
+    if config.label_source == "landmarks":
+        geometry = load_sample_geometry(ctx.samples_dir, config.num_samples, config.shard_size,
+                                        config.landmark_samples, ctx.fingerprint)
+        scores, keep = landmark_scores(samples.scores, geometry, config.pose_measure)
+        w, pooled = samples.w[keep], True
+    found = fit_directions(w, scores, medians, config.top_ratio, config.train_fraction,
+                           config.split_seed, config.svm_random_state, config.svm_jobs, pooled=pooled)
     for kind, vectors in (("plain", found.plain), ("conditional", found.conditional)):
         for (prop, group), vector in vectors.items():
             save_direction(direction_path(vectors_dir(ctx, kind), prop, group), vector)
@@ -174,6 +192,7 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
     pooled = found.accuracy[found.accuracy.group == "pooled"].set_index("property").valid_accuracy
     info = {"generator": ctx.generator_description, "fingerprint": ctx.fingerprint, "settings": settings,
             "medians": medians, "sklearnex": accelerated, "seconds": time.perf_counter() - started,
+            "labelled_samples": int(len(w)),
             "pooled_valid_accuracy": {p: float(pooled[p]) for p in TARGET_PROPERTIES},
             "orientation_note": ("adding a vector increases its property" if config.orientation == "more" else
                                  "the original's sign: adding a vector decreases its property")}
@@ -230,6 +249,12 @@ def run_evaluate(ctx: Context, force: bool = False) -> dict:
         "pose_threshold")}, sort_keys=True)
     summary = evaluate(generator, ctx.scorer, directions_of, read_medians(ctx.medians_dir), cases, report_dir,
                        settings, weight_scales(ctx, directions_of, w), fingerprint, force, ctx.device, ctx.progress)
+    if config.landmark_cases > 0 and config.save_images:
+        evaluated = pd.read_csv(report_dir / "test_result.csv")["case"].astype(int).tolist()
+        summary["landmark_grading"] = grade_with_landmarks(
+            report_dir, edit_grid(), evaluated, config.landmark_cases, config.eval_seed, config.pose_measure,
+            lambda case, k: edited_image_path(report_dir, case, k), ctx.progress)
+        atomic_write_text(report_dir / "evaluation_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary | {"report_dir": str(report_dir)}
 
 

@@ -119,20 +119,27 @@ class DirectionSet:
 
 
 def fit_directions(w: np.ndarray, scores: np.ndarray, medians: dict[str, float], ratio: float = 0.2,
-                   fraction: float = 0.8, split_seed: int = 2025, random_state: int = 2025, jobs: int = 1
-                   ) -> DirectionSet:
-    """One LinearSVC per (target property, group) plus one per grouping attribute on the whole sample."""
-    groups = group_members(scores, medians)
-    empty = [g for g, m in groups.items() if len(m) < 2]
-    if empty:
-        raise PipelineError(f"group(s) {', '.join(empty)} have fewer than 2 samples; sample more (--num-samples)")
-    tasks = [(p, g) for p in TARGET_PROPERTIES for g in GROUP_NAMES]
+                   fraction: float = 0.8, split_seed: int = 2025, random_state: int = 2025, jobs: int = 1,
+                   pooled: bool = False) -> DirectionSet:
+    """One LinearSVC per (target property, group) plus one per grouping attribute on the whole sample.
+
+    pooled: one LinearSVC per target property on the whole sample, used for every group (for labels that
+    exist for a few thousand samples only, where 16 groups would leave each SVM a few dozen per class)."""
     everyone = np.arange(len(w))
     if len(everyone) > ATTRIBUTE_MAX_SAMPLES:
         everyone = np.sort(np.random.default_rng([split_seed, 99]).choice(len(w), ATTRIBUTE_MAX_SAMPLES,
                                                                             replace=False))
+    if pooled:
+        groups = {}
+        tasks = [(p, "all") for p in TARGET_PROPERTIES]
+    else:
+        groups = group_members(scores, medians)
+        empty = [g for g, m in groups.items() if len(m) < 2]
+        if empty:
+            raise PipelineError(f"group(s) {', '.join(empty)} have fewer than 2 samples; sample more (--num-samples)")
+        tasks = [(p, g) for p in TARGET_PROPERTIES for g in GROUP_NAMES]
     tasks += [(a, "all") for a in GROUP_PROPERTIES]
-    members_of = {g: groups[g] for g in GROUP_NAMES} | {"all": everyone}
+    members_of = groups | {"all": everyone}
     all_props = TARGET_PROPERTIES + GROUP_PROPERTIES
 
     def seed_of(prop, group):
@@ -148,22 +155,26 @@ def fit_directions(w: np.ndarray, scores: np.ndarray, medians: dict[str, float],
         results = [_fit_job(*a) for a in args]
     plain, attributes, rows = {}, {}, []
     for (prop, group), (fit, size, k) in zip(tasks, results):
-        if group == "all":
-            attributes[prop] = fit.vector
+        if prop in TARGET_PROPERTIES:
+            for g in (GROUP_NAMES if pooled else (group,)):
+                plain[(prop, g)] = fit.vector
         else:
-            plain[(prop, group)] = fit.vector
+            attributes[prop] = fit.vector
         rows.append({"property": prop, "group": group, "group_size": size, "k": k, "n_train": fit.n_train,
                      "n_valid": fit.n_valid, "train_accuracy": fit.train_accuracy,
                      "valid_accuracy": fit.valid_accuracy})
     accuracy = pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
-    pooled = []
+    pooled_rows = []
     for prop in TARGET_PROPERTIES:
-        part = accuracy[(accuracy.property == prop) & (accuracy.group != "all")]
-        pooled.append({"property": prop, "group": "pooled", "group_size": int(part.group_size.sum()),
-                       "k": int(part.k.sum()), "n_train": int(part.n_train.sum()), "n_valid": int(part.n_valid.sum()),
-                       "train_accuracy": float((part.train_accuracy * part.n_train).sum() / part.n_train.sum()),
-                       "valid_accuracy": float((part.valid_accuracy * part.n_valid).sum() / max(part.n_valid.sum(), 1))})
-    accuracy = pd.concat([accuracy, pd.DataFrame(pooled)], ignore_index=True)
+        part = accuracy[(accuracy.property == prop) & ((accuracy.group == "all") if pooled else
+                                                       (accuracy.group != "all"))]
+        pooled_rows.append({"property": prop, "group": "pooled", "group_size": int(part.group_size.sum()),
+                            "k": int(part.k.sum()), "n_train": int(part.n_train.sum()),
+                            "n_valid": int(part.n_valid.sum()),
+                            "train_accuracy": float((part.train_accuracy * part.n_train).sum() / part.n_train.sum()),
+                            "valid_accuracy": float((part.valid_accuracy * part.n_valid).sum()
+                                                    / max(part.n_valid.sum(), 1))})
+    accuracy = pd.concat([accuracy, pd.DataFrame(pooled_rows)], ignore_index=True)
     conditional = {(p, g): project_off(plain[(p, g)], [plain[(q, g)] for q in TARGET_PROPERTIES if q != p]
                                        + [attributes[a] for a in GROUP_PROPERTIES])
                    for p, g in plain}
