@@ -62,12 +62,19 @@ SECTIONS: tuple[Section, ...] = (
                     "stylegan/generate_dataset/kept_vs_rejected.png", "segmentation/segmentation_results_v8_grid.png"),
             tables=("stylegan/generate_dataset/log/train_log_*.csv",),
             configs=("stylegan/generate_dataset/log/cnn_config.json",)),
-    Section("8-9. VectorFind", text="SVM accuracy per (property, group), the evaluation's statistics, plain vs "
-            "conditional directions and layer ranges, leakage per unit edit, and one edit strip per property.",
-            images=("vectorfind/v8/compare/summary.png", "vectorfind/v8/compare/strips/*.png",
-                    "vectorfind/v8/summary.png", "vectorfind/v8/strips/*.png"),
+    Section("8-9. VectorFind", text="SVM accuracy per (property, group), the evaluation's statistics graded by the "
+            "property CNN and, for a sample of cases, by landmarks measured on the saved edits (r > 0: the edit moves "
+            "the face the named way), plain vs conditional directions and layer ranges with leakage, pixel drift "
+            "outside the property's box and the brightness / colour change of the face per unit edit, and one edit "
+            "strip per property.",
+            images=("vectorfind/v8/strips/*.png", "vectorfind/v8/summary.png"),
             tables=("vectorfind/v8/svm_accuracy.csv", "vectorfind/v8/image_generation_report/test_statistics.csv",
-                    "vectorfind/v8/compare/variant_comparison.csv", "vectorfind/v8/compare/leakage.csv"),
+                    "vectorfind/v8/image_generation_report/landmark_grading.csv",
+                    "vectorfind/v8/variant_comparison.csv"),
+            columns={"variant_comparison.csv": ("variant", "cases", "passed", "eyes_mean_abs_r", "mouth_mean_abs_r",
+                                                "pose_mean_abs_r", "eyes_drift_per_self", "mouth_drift_per_self",
+                                                "eyes_brightness_levels", "mouth_brightness_levels",
+                                                "pose_brightness_levels", "eyes_colour_levels")},
             configs=("vectorfind/v8/directions_info.json", "vectorfind/v8/*summary*.json",
                      "vectorfind/v8/image_generation_report/evaluation_summary.json")),
 )
