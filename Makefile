@@ -4,12 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q
+# An extra package index for the torch/torchvision wheels. Empty: PyPI's default wheels (with CUDA libraries, ~6.5 GB).
+# On a CPU-only machine, the CPU wheels are a fraction of that: make demo TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
+TORCH_FLAGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 
-.PHONY: install browser test demo bench clean-outputs
+.PHONY: install browser test demo app bench clean-outputs
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	$(PY) -m pip install $(PIP_FLAGS) $(TORCH_FLAGS) -r requirements.txt
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
@@ -27,6 +31,10 @@ test: install browser
 # Stages 1-9 in order (common/pipeline.py DEMO_STEPS), then reports/<run-id>/index.html; killed, it resumes.
 demo: install
 	$(PY) run_pipeline.py
+
+# The face app on http://127.0.0.1:7860 (after `make demo`).
+app: install
+	$(PY) run_app.py
 
 bench: install
 	$(PY) bench/bench_generation.py

@@ -10,6 +10,8 @@ their finished outputs; pass --force to a stage script yourself to redo one).
 """
 
 import argparse
+import os
+import sys
 
 from common.config import DEFAULT_PROFILE, read_profile
 from common.errors import PipelineError, run_main
@@ -44,7 +46,9 @@ def main() -> int:
     index = build_report(run_dir, args.profile)
     point_latest(REPORTS_DIR, run_dir)
     print(f"report: {index}")
-    print(f"start the face app: python run_app.py --profile {args.profile}")
+    # The interpreter running this script has the project's packages (a fresh shell's `python` may not).
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+    print(f"start the face app: {python} run_app.py --profile {args.profile}   (or: make app)")
     return 0
 
 
