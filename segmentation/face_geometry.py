@@ -201,3 +201,51 @@ class FaceGeometry:
                 values = (values + other) / 2
             out[i] = values
         return out
+
+
+# ---- several processes -----------------------------------------------------------------------------------------
+
+_WORKER_MODEL: FaceGeometry | None = None
+
+
+def _start_worker() -> None:
+    global _WORKER_MODEL
+    cv2.setNumThreads(1)
+    _WORKER_MODEL = FaceGeometry()
+
+
+def _measure_in_worker(images: np.ndarray) -> np.ndarray:
+    return _WORKER_MODEL.measure(images)
+
+
+class GeometryPool:
+    """FaceGeometry in `workers` spawned processes (the predictor is single-threaded Python + C++; one face
+    takes ~20 ms): `with GeometryPool(2) as pool: pool.measure(images)`. One worker measures in this process.
+    Results equal FaceGeometry().measure(images) exactly (each face is measured independently)."""
+
+    def __init__(self, workers: int = 1):
+        from common.workers import spawned_pool
+
+        self.workers = max(1, int(workers))
+        self._pool = spawned_pool(self.workers, _start_worker)
+        self._local = FaceGeometry() if self._pool is None else None
+
+    def measure(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
+        images = np.asarray(images)
+        if self._pool is None or len(images) < 2 * self.workers:
+            if self._local is None:
+                self._local = FaceGeometry()
+            return self._local.measure(images, progress)
+        chunks = np.array_split(images, 4 * self.workers)
+        return np.concatenate(list(self._pool.map(_measure_in_worker, chunks)))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "GeometryPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

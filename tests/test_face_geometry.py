@@ -163,3 +163,11 @@ def test_stage4_landmark_scores(faces, tmp_path):
         landmark_geometry([9], tmp_path, show_progress=False)
     with pytest.raises(PipelineError, match="pose_measure"):
         PropertyScoresConfig(geometry="landmarks", pose_measure="pitch").validate()
+
+
+def test_worker_pool_measures_like_one_process(faces, geometry):
+    from segmentation.face_geometry import GeometryPool
+
+    with GeometryPool(2) as pool:
+        parallel = pool.measure(np.concatenate([faces, faces[:3]]))
+    np.testing.assert_array_equal(parallel, geometry.measure(np.concatenate([faces, faces[:3]])))

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from common.errors import PipelineError
 from common.fileio import atomic_path, atomic_write_csv, load_image
-from segmentation.face_geometry import GEOMETRY_COLUMNS, FaceGeometry
+from segmentation.face_geometry import GEOMETRY_COLUMNS, FaceGeometry, GeometryPool
 from vectorfind.directions import TARGET_PROPERTIES
 from vectorfind.sampling import read_shard, render, shard_path, shard_ranges
 
@@ -64,30 +64,35 @@ def _read_geometry(path: Path, fingerprint: str, count: int) -> np.ndarray | Non
 @torch.inference_mode()
 def measure_sample_geometry(generator, samples_dir: Path, num_samples: int, shard_size: int, landmark_samples: int,
                             fingerprint: str, batch_size: int, device, force: bool = False,
-                            progress: bool = True, geometry: FaceGeometry | None = None) -> int:
-    """Write the missing geometry shards; returns how many samples were measured."""
+                            progress: bool = True, geometry=None, workers: int = 1) -> int:
+    """Write the missing geometry shards; returns how many samples were measured.
+
+    geometry: an object with measure(images) (default: FaceGeometry in `workers` processes)."""
     ranges = geometry_ranges(num_samples, shard_size, landmark_samples)
     todo = [(a, b) for a, b in ranges
             if force or _read_geometry(geometry_path(samples_dir, a, b), fingerprint, b - a) is None]
     total = sum(b - a for a, b in todo)
     if not todo:
         return 0
-    geometry = geometry or FaceGeometry()
+    pool = None
+    if geometry is None:
+        pool = geometry = GeometryPool(workers) if workers > 1 else FaceGeometry()
     bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="landmark labels")
     for start, end in todo:
         shard = read_shard(shard_path(samples_dir, start, end), fingerprint)
         if shard is None:
             raise PipelineError(f"{shard_path(samples_dir, start, end)}: shard missing; run the sample phase first")
         w = torch.from_numpy(shard["w"]).to(device)
-        rows = []
-        for s in range(0, len(w), batch_size):
-            images = render(generator, generator.truncation(w[s:s + batch_size]))
-            rows.append(geometry.measure(images))
-            bar.update(len(images))
+        images = np.concatenate([render(generator, generator.truncation(w[s:s + batch_size]))
+                                 for s in range(0, len(w), batch_size)])
+        measured = geometry.measure(images)
+        bar.update(len(images))
         with atomic_path(geometry_path(samples_dir, start, end)) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, geometry=np.concatenate(rows), fingerprint=np.str_(fingerprint))
+                np.savez(f, geometry=measured, fingerprint=np.str_(fingerprint))
     bar.close()
+    if isinstance(pool, GeometryPool):
+        pool.close()
     return total
 
 
@@ -120,8 +125,8 @@ def landmark_scores(scores: np.ndarray, geometry: np.ndarray, pose_measure: str)
 
 
 def grade_with_landmarks(report_dir: Path, grid: np.ndarray, cases: list[int], count: int, seed: int,
-                         pose_measure: str, image_path_of, progress: bool = True,
-                         geometry: FaceGeometry | None = None) -> dict:
+                         pose_measure: str, image_path_of, progress: bool = True, geometry=None,
+                         workers: int = 1) -> dict:
     """Re-measure the saved edited images of a seeded sample of `cases` with landmarks.
 
     Per case and target property: Pearson r between the grid weights and the landmark measure (our vectors
@@ -130,7 +135,9 @@ def grade_with_landmarks(report_dir: Path, grid: np.ndarray, cases: list[int], c
         return {}
     rng = np.random.default_rng([seed, 68])
     picked = sorted(int(c) for c in rng.choice(cases, min(count, len(cases)), replace=False))
-    geometry = geometry or FaceGeometry()
+    pool = None
+    if geometry is None:
+        pool = geometry = GeometryPool(workers) if workers > 1 else FaceGeometry()
     measures = target_measures(pose_measure)
     rows = []
     for case in tqdm(picked, desc="landmark grading", unit="case", disable=not progress, dynamic_ncols=True):
@@ -145,6 +152,8 @@ def grade_with_landmarks(report_dir: Path, grid: np.ndarray, cases: list[int], c
                                             if ok.sum() > 2 and np.std(x) > 0 and np.std(y[ok]) > 0 else float("nan"))
         row["faces_found"] = int(np.isfinite(values).all(axis=1).sum())
         rows.append(row)
+    if isinstance(pool, GeometryPool):
+        pool.close()
     table = pd.DataFrame(rows)
     atomic_write_csv(table, report_dir / GRADING_FILE, index=False)
     return {"cases": len(picked), "pose_measure": pose_measure,

@@ -41,6 +41,8 @@ class VectorFindConfig:
         "help": "samples measured by landmarks (rounded up to whole shards): for label_source = landmarks"})
     pose_measure: str = field(default="yaw", metadata={
         "help": "the landmark measure of pose: yaw or roll (labels and the landmark grading)"})
+    landmark_workers: int = field(default=1, metadata={
+        "help": "processes that measure landmarks (one face ~20 ms of one core)"})
     landmark_cases: int = field(default=30, metadata={
         "help": "evaluated cases whose saved images are re-measured by landmarks (0 = none)"})
     top_ratio: float = field(default=0.2, metadata={"help": "per group, the top and bottom k = ratio x size"})

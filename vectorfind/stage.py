@@ -115,7 +115,7 @@ def run_sample(ctx: Context, force: bool = False) -> dict:
         started = time.perf_counter()
         measured = measure_sample_geometry(ctx.generator, ctx.samples_dir, config.num_samples, config.shard_size,
                                            config.landmark_samples, ctx.fingerprint, config.batch_size, ctx.device,
-                                           force, ctx.progress)
+                                           force, ctx.progress, workers=config.landmark_workers)
         landmark_seconds = time.perf_counter() - started
     wait_for_all()
     return {"computed": computed, "seconds": seconds,
@@ -253,7 +253,7 @@ def run_evaluate(ctx: Context, force: bool = False) -> dict:
         evaluated = pd.read_csv(report_dir / "test_result.csv")["case"].astype(int).tolist()
         summary["landmark_grading"] = grade_with_landmarks(
             report_dir, edit_grid(), evaluated, config.landmark_cases, config.eval_seed, config.pose_measure,
-            lambda case, k: edited_image_path(report_dir, case, k), ctx.progress)
+            lambda case, k: edited_image_path(report_dir, case, k), ctx.progress, workers=config.landmark_workers)
         atomic_write_text(report_dir / "evaluation_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary | {"report_dir": str(report_dir)}
 
