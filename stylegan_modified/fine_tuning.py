@@ -95,6 +95,8 @@ class FineTuneConfig:
     learning_rate: float = 1e-4
     mapping_lr_scale: float = field(default=1.0, metadata={
         "help": "lr multiplier for the mapping's dense layers (their equalised lr_mul 0.01 makes them slow)"})
+    mapping_bias_lr_scale: float = field(default=1.0, metadata={
+        "help": "extra lr multiplier (on top of mapping_lr_scale) for the mapping's biases: how fast the mean of w moves"})
     weight_decay: float = 0.01
     r1_gamma: float = 10.0
     r1_interval: int = field(default=1, metadata={"help": "R1 every N D steps, weighted by N (1 = the original)"})
@@ -385,12 +387,13 @@ class FineTuner:
             self.spread_ref = self.generator.mapping(self.spread_z, self.spread_labels).detach()
         self.g_trainable = select_trainable(self.generator, config.trainable_generator, "generator")
         self.d_trainable = select_trainable(self.discriminator, config.trainable_discriminator, "discriminator")
-        fast = [p for n, p in self.generator.named_parameters()
-                if p.requires_grad and n.startswith("mapping.dense")]
-        other = [p for n, p in self.generator.named_parameters()
-                 if p.requires_grad and not n.startswith("mapping.dense")]
-        groups = [g for g in ({"params": other},
-                              {"params": fast, "lr": config.learning_rate * config.mapping_lr_scale}) if g["params"]]
+        named = [(n, p) for n, p in self.generator.named_parameters() if p.requires_grad]
+        fast = [p for n, p in named if n.startswith("mapping.dense") and not n.endswith(".bias")]
+        bias = [p for n, p in named if n.startswith("mapping.dense") and n.endswith(".bias")]
+        other = [p for n, p in named if not n.startswith("mapping.dense")]
+        mapping_lr = config.learning_rate * config.mapping_lr_scale
+        groups = [g for g in ({"params": other}, {"params": fast, "lr": mapping_lr},
+                              {"params": bias, "lr": mapping_lr * config.mapping_bias_lr_scale}) if g["params"]]
         self.g_optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.d_optimizer = torch.optim.AdamW([p for p in self.discriminator.parameters() if p.requires_grad],
                                              lr=config.learning_rate, weight_decay=config.weight_decay)
