@@ -354,3 +354,14 @@ def test_monitor_logs_variety_figures_and_plots_them(base):
     # no classifiers and no variety: nothing monitored, no step-0 row
     run_fine_tuning(tiny_config(base, "quiet", monitor_variety=False), {}, progress=False, log=lambda m: None)
     assert pd.read_csv(base / "quiet" / "train_log.csv")["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_mapping_biases_get_their_own_learning_rate(base):
+    dataset = load_dataset(base / "images", base / "all_scores_v2.csv", 16)
+    trainer = FineTuner(tiny_config(base, mapping_lr_scale=10.0, mapping_bias_lr_scale=5.0), dataset)
+    names = {id(p): n for n, p in trainer.generator.named_parameters()}
+    groups = {tuple(sorted(names[id(p)] for p in g["params"])): g["lr"] for g in trainer.g_optimizer.param_groups}
+    assert groups[("mapping.label_weight",)] == pytest.approx(1e-3)
+    assert groups[("mapping.dense0.weight", "mapping.dense1.weight")] == pytest.approx(1e-2)
+    assert groups[("mapping.dense0.bias", "mapping.dense1.bias")] == pytest.approx(5e-2)
+    assert trainer.g_optimizer.param_groups[2]["weight_decay"] == 0.01  # the config's, for every group
