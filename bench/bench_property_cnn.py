@@ -8,7 +8,7 @@ Same merged 8-output model and weights, same images, same machine and run.
     python bench/bench_property_cnn.py [--resolutions 64 256] [--seconds 20] [--model FILE] [--width W]
 
 Without --model the weights are random in the layout of the profile (64 px: the embedded profile's
-widths from configs/embedded.toml; 256 px: the spec's layout); speed does not depend on the values.
+widths from configs/embedded.toml; 256 px: the original's layout); speed does not depend on the values.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ internally and return one sigmoid score per image. Every conv is 3x3, stride 1, 
 followed by LeakyReLU(0.01) and channel dropout 0.05; pools are 2x2 max; then
 FC1 = Linear -> tanh -> dropout 0.45 and head = Linear -> sigmoid.
 
-At 256 px the stacks are the original's (shared/spec/ORIGINAL_PIPELINE.md, section 2). Smaller
+At 256 px the stacks are the original's. Smaller
 images are never upsampled: the crops scale with the resolution and each halving of it drops
 one conv + pool block, so the final feature map keeps the original's spatial size and the
 classifier sees the same amount of spatial structure. Shapes with width_multiplier 1

@@ -11,9 +11,9 @@ learned and used; every key is optional for the built-in properties (gender, qua
     restart_loss    the restart rule's threshold on the minimum validation BCE
     metric_threshold  binarises scores for the logged metrics
     keep_min / keep_max  the keep rule: score >= keep_min and/or score <= keep_max
-    init_from       a model file every fold starts from (fine-tuning, as P3 did from P1's fold 0)
+    init_from       a model file every fold starts from (fine-tuning; the original's v8 filter started from stage 2's fold 0)
 
-The defaults are the original's numbers (shared/spec/ORIGINAL_PIPELINE.md sections 2 and 7).
+The defaults are the original's numbers (stage 2 and the v8 dataset's filter).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from cnn.models import ARCHITECTURES, STACKS, Architecture
 from common.errors import PipelineError
 
-# (restart_loss, metric_threshold) of the original: stage 2 (P1) and stage 7 (P3)
+# (restart_loss, metric_threshold) of the original: stage 2 (gender, quality) and stage 7 (age, glass)
 ORIGINAL_THRESHOLDS = {"gender": (0.35, 0.5), "quality": (0.13, 0.9), "age": (0.23, 0.1), "glass": (0.10, 0.1)}
 RULE_KEYS = ("label_column", "stack", "crop_256", "drop_last_pool", "stratified", "learning_rate", "restart_loss",
              "metric_threshold", "keep_min", "keep_max", "init_from")

@@ -1,6 +1,6 @@
 """Faces to edit and cases to select: the evaluation's report, the final selection, seeded faces.
 
-Files (spec sections 8 and 9), all under the VectorFind folder (vectorfind/v8 by default):
+Files (the original's names), all under the VectorFind folder (vectorfind/v8 by default):
     image_generation_report/test_result.csv     case, vector_no, passed ('O'/'X'), group_name,
                                                 eyes_corr, mouth_corr, pose_corr, sum_abs_corr
     image_generation_report/latent_codes_all.csv one latent row per tested case (row i = case i), header 0..D-1

@@ -1,4 +1,4 @@
-"""The original's run-time behaviour (spec section 9) as frames of edit weights, for the Edit tab's "play".
+"""The original's run-time behaviour as frames of edit weights, for the Edit tab's "play".
 
 Weights here are in this project's orientation (adding a direction INCREASES the property). The original's
 vectors pointed towards "less": its dialogue words were negated before use (so their ranges below apply

@@ -1,4 +1,4 @@
-"""Stage 5: property-score CNNs (spec sections 5a, 5b). Public API for later stages:
+"""Stage 5: property-score CNNs (the original's 7-output and hairstyle CNNs). Public API for later stages:
 
     PROPERTY_NAMES                                   8 output names of the merged model, in order
     load_property_cnn(path, resolution=None)         -> nn.Module in eval mode (strict load, one-line errors)

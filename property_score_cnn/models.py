@@ -1,4 +1,4 @@
-"""The property-score CNNs of stage 5 (spec sections 5a and 5b), as a function of the image resolution.
+"""The property-score CNNs of stage 5 (the original's 7-output and hairstyle CNNs), as a function of the image resolution.
 
 Every model takes the whole image as floats in [-1, 1] ([N, 3, R, R]; `to_model_input` makes them from
 uint8), crops internally and returns one row of scores per image. Branch conventions are those of
@@ -10,9 +10,9 @@ Module names are the original's, so a state dict saved by the original code (256
 for the 7-output model; `bottom_{left|right}_cnn.conv{k}.0.*`, `fc1.0.*`, `fc_final.*` for the hairstyle
 model; the merged model is the 7-output one plus `hairstyle_score_cnn.*`.
 
-Crops are the spec's at 256 px and scale with the resolution (every bound is a multiple of 1/64 of the
+Crops are the original's at 256 px and scale with the resolution (every bound is a multiple of 1/64 of the
 side, so 128 px takes exactly half of each), except at 64 px, the embedded profile's size, where the eyes,
-mouth and pose crops are placed on the faces this project's 64 px generator draws (the spec's boxes, scaled,
+mouth and pose crops are placed on the faces this project's 64 px generator draws (the original's boxes, scaled,
 cut the lower half of our mouths and see one eye line only; bounds from the 2nd-98th percentiles of 68
 landmarks on 100 generated faces plus a margin). Smaller images are never upsampled; instead each halving of
 the resolution drops one conv + pool block, so most branches' final feature map keeps the original's spatial

@@ -1,4 +1,4 @@
-"""FaceXFormer (Narayan et al., 2024), written from the project spec MODEL_ARCHITECTURES.md, section 5.
+"""FaceXFormer (Narayan et al., 2024), written from its published architecture and the official checkpoint's key layout.
 
 Its state_dict has exactly the layout of the official release checkpoint's `state_dict_backbone`
 entry (505 entries), so `load_facexformer` can load `ckpts/model.pt` strictly. Oh-LoRA uses only

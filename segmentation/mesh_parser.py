@@ -20,7 +20,7 @@ the package's Python code needs TensorFlow and numpy 1) and runs them with ai-ed
    the head and labelled the sky above short hair as hair). Hair islands not touching the
    head are dropped.
 
-Class indices follow FaceXFormer's LaPa convention (see MODEL_ARCHITECTURES.md 5.7):
+Class indices follow FaceXFormer's LaPa convention (segmentation/facexformer.py):
 left/right mean the image-left/image-right region, i.e. MediaPipe's "left eye" points
 (the subject's right eye) are class 4.
 """

@@ -2,7 +2,7 @@
 
 Inputs are the 224x224 class map `class_map` (uint8, row y, column x, classes 0..10 as in the
 segmentation stage) and the 224x224x3 uint8 face crop `face`. A pixel's colour value is the mean
-of its three channels. Row/column ranges are half-open, as in the specification.
+of its three channels. Row/column ranges are half-open, as in the original's rules.
 
 Three algorithms:
 * v1 - the original first version, except that colours come from the face crop (the original read

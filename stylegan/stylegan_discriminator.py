@@ -3,7 +3,7 @@
 Blocks run from the full resolution down to 4x4: fromRGB (`input{k}`), a 3x3 conv, a
 blurred down-sampling conv; at 4x4 the minibatch-stddev channel, a conv, two dense layers.
 
-Written from shared/spec/MODEL_ARCHITECTURES.md section 3.
+Written from the GenForce discriminator's architecture and checkpoint key layout.
 """
 
 from __future__ import annotations

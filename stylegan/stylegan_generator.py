@@ -4,7 +4,7 @@ Read top to bottom in the order data flows: mapping (z -> w), truncation (w -> w
 synthesis (wp -> image). Every weighted layer stores its raw parameter and applies the
 equalised-learning-rate scale at run time, as the checkpoints expect.
 
-Written from shared/spec/MODEL_ARCHITECTURES.md section 2.
+Written from the GenForce generator's architecture and checkpoint key layout.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class MappingModule(nn.Module):
 
     With `label_size = 0` there is no embedding and `label` must be None (the GenForce checkpoint);
     otherwise `label_weight` [label_size, 16] embeds the label and dense0 takes z_space_dim + 16
-    inputs (the Oh-LoRA v3 conditional layout, MODEL_ARCHITECTURES.md section 7).
+    inputs (the Oh-LoRA v3 conditional layout).
     """
 
     def __init__(self, z_space_dim: int = 512, w_space_dim: int = 512, num_layers: int = 8,

@@ -57,7 +57,7 @@ def tiny_editor(tmp_path: Path, seed: int = 0, label_size: int = 0) -> FaceEdito
 
 
 def write_report(vectorfind_dir: Path, latent_dim: int, num_cases: int = 5) -> pd.DataFrame:
-    """An evaluation report in the spec's columns: cases 0..n-1, even cases passed."""
+    """An evaluation report in the original's columns: cases 0..n-1, even cases passed."""
     rng = np.random.default_rng(7)
     report = vectorfind_dir / "image_generation_report"
     report.mkdir(parents=True)

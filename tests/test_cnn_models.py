@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("resolution, prop, feature_shape, fc_in", [
-    (256, "gender", (256, 6, 6), 9216),     # the spec's shapes
+    (256, "gender", (256, 6, 6), 9216),     # the original's shapes
     (256, "quality", (256, 4, 12), 12288),
     (64, "gender", (128, 6, 6), 4608),
     (64, "quality", (256, 4, 12), 12288),

@@ -27,7 +27,7 @@ from segmentation.facexformer import (
     select_task_rows,
 )
 
-# Written out from the spec (section 5.6), not taken from the module, so a mix-up there fails here.
+# Written out from the official checkpoint's layout, not taken from the module, so a mix-up there fails here.
 HEAD_WIDTHS = {"landmark": 136, "headpose": 3, "attribute": 40, "visibility": 29, "age": 8, "gender": 2, "race": 5}
 TASK_OF_OUTPUT = {"landmark": 1, "headpose": 2, "attribute": 3, "visibility": 5, "age": 4, "gender": 4, "race": 4,
                   "seg": 0}

@@ -1,4 +1,4 @@
-"""Label-conditioned generator / discriminator layouts (MODEL_ARCHITECTURES.md section 7)."""
+"""Label-conditioned generator / discriminator layouts (the Oh-LoRA v3 conditional layout)."""
 
 import pytest
 import torch

@@ -1,10 +1,10 @@
 """W-space direction files and the editing API used at run time (stage 9) and by the app.
 
-File format (the original's, spec section 8 step 8):
+File format (the original's):
     vectorfind/v8/property_score_vectors/{eyes|mouth|pose}_change_w_vector_{group}.csv
     a pandas CSV with an index column and columns 0..511, exactly one row: the unit direction, float32.
 
-Groups (spec section 8 step 3): one letter per property in GROUP_PROPERTIES order, 'h' if the score is
+Groups (the original's): one letter per property in GROUP_PROPERTIES order, 'h' if the score is
 >= that property's median else 'l' -> 16 names 'hhhh' .. 'llll'.
 
 Orientation: our vectors are written so that ADDING the vector INCREASES the property (the original's
