@@ -11,7 +11,7 @@ learned and used; every key is optional for the built-in properties (gender, qua
     restart_loss    the restart rule's threshold on the minimum validation BCE
     metric_threshold  binarises scores for the logged metrics
     keep_min / keep_max  the keep rule: score >= keep_min and/or score <= keep_max
-    init_from       a model file every fold starts from (fine-tuning; the original's v8 filter started from stage 2's fold 0)
+    init_from       a model file every fold starts from (fine-tuning; the original's v8 filter began at fold 0)
 
 The defaults are the original's numbers (stage 2 and the v8 dataset's filter).
 """
