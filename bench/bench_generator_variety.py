@@ -165,7 +165,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO_ROOT / "docs"), help="folder for generator_variety.{csv,png}")
     parser.add_argument("--no-annotator", action="store_true", help="skip MTCNN and the annotator's fractions")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", default="embedded",
+                        help="the pipeline passes its profile; the teacher and base exist for embedded only")
     args = parser.parse_args()
+    if args.profile != "embedded":
+        print(f"generator variety: the embedded profile's generators only; nothing to do for {args.profile}")
+        return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     images = sample_generators(Path(args.root), args.num, args.seed, args.entry, parse_extra(args.generator))

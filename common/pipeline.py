@@ -61,6 +61,9 @@ DEMO_STEPS: tuple[Step, ...] = (
     Step("5_property_cnn_hairstyle", "5 property CNNs", "run_property_score_cnn.py", ("--model", "hairstyle")),
     Step("5_property_cnn_merged", "5 property CNNs", "run_property_score_cnn.py", ("--model", "merged")),
     Step("6_fine_tune_v8", "6 fine-tuning", "run_stylegan_fine_tuning.py", ("--version", "v8")),
+    # teacher / base / v1 / v8 side by side: variety, sharpness, annotator fractions and a grid for the report
+    Step("6_generator_variety", "6 fine-tuning", "bench/bench_generator_variety.py",
+         ("--out", "runs/generator_variety", "--threads", "2")),
     Step("8_9_vectorfind", "8-9 VectorFind", "run_vectorfind.py"),
 )
 

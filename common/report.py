@@ -51,9 +51,14 @@ SECTIONS: tuple[Section, ...] = (
             images=("property_score_cnn/train_logs/*.png",),
             tables=("property_score_cnn/train_logs/*.csv",),
             configs=("property_score_cnn/train_logs/*config*.json",)),
-    Section("6. Fine-tuning v1 / v8", text="Curves of the whole run and the preview grid of the last logged step "
-            "(rows: zero label, then each label at +2; columns: fixed z).",
-            images=("runs/fine_tuning_v1/train_curves.png", "runs/fine_tuning_v8/train_curves.png"),
+    Section("6. Fine-tuning v1 / v8", text="The teacher DCGAN, the base student, FineTune-v1 and FineTune-v8 side by "
+            "side on the same seeds, with their variety (SD across faces of eye opening, mouth opening, yaw and roll "
+            "from landmarks), sharpness, pixel diversity and the annotator's fractions, as ratios to the teacher and "
+            "the base; then the curves of each run (variety as fractions of step 0) and the preview grid of the last "
+            "logged step (rows: zero label, then each label at +2; columns: fixed z).",
+            images=("runs/generator_variety/generator_variety.png", "runs/fine_tuning_v1/train_curves.png",
+                    "runs/fine_tuning_v8/train_curves.png"),
+            tables=("runs/generator_variety/generator_variety.csv",),
             latest=("runs/fine_tuning_v1/preview_*.png", "runs/fine_tuning_v8/preview_*.png"),
             configs=("runs/fine_tuning_v1/summary.json", "runs/fine_tuning_v8/summary.json",
                      "runs/fine_tuning_v1/evaluation_*.json", "runs/fine_tuning_v8/evaluation_*.json")),
