@@ -1,4 +1,4 @@
-"""Stage 6: conditional StyleGAN fine-tuning, FineTune-v1 and FineTune-v8 (ORIGINAL_PIPELINE.md section 6).
+"""Stage 6: conditional StyleGAN fine-tuning, FineTune-v1 and FineTune-v8.
 
 * v1 turns the profile's unconditioned base into a 7-label conditional generator: `mapping.label_weight`
   [7, 16] is new (N(0, 1)), `mapping.dense0` takes z ++ embedding (re-initialised, its bias loaded), D's
@@ -55,7 +55,7 @@ from stylegan.stylegan_discriminator import StyleGANDiscriminator
 from stylegan.stylegan_generator import StyleGANGenerator
 from stylegan.variety import FIGURE_KEYS, variety_figures
 
-# The condition vector, in the original's order (ORIGINAL_PIPELINE.md section 6, v1).
+# The condition vector, in the original's order (FineTune-v1).
 PROPERTY_COLUMNS = ("eyes_score", "hair_color_score", "hair_length_score", "mouth_score", "pose_score",
                     "background_mean_score", "background_std_score")
 LABEL_SIZE = len(PROPERTY_COLUMNS)
