@@ -103,20 +103,22 @@ def shell_lines(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def inline_commands(path: Path) -> list[tuple[int, str]]:
-    """(line number, span) of inline code spans outside code blocks that are python or make commands."""
+def inline_spans(path: Path) -> list[tuple[int, str]]:
+    """(line number, span) of every inline code span outside code blocks."""
     out, in_block = [], False
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if FENCE.match(line):
             in_block = not in_block
             continue
-        if in_block:
-            continue
-        for span in INLINE_CODE.findall(line):
-            words = span.split()
-            if words and (PYTHON_TOKEN.match(words[0]) or words[0] == "make"):
-                out.append((number, span))
+        if not in_block:
+            out += [(number, span) for span in INLINE_CODE.findall(line)]
     return out
+
+
+def inline_commands(path: Path) -> list[tuple[int, str]]:
+    """(line number, span) of inline code spans outside code blocks that are python or make commands."""
+    return [(number, span) for number, span in inline_spans(path)
+            if span.split() and (PYTHON_TOKEN.match(span.split()[0]) or span.split()[0] == "make")]
 
 
 def parse(where: str, text: str) -> Command | None:
@@ -282,14 +284,7 @@ def test_inline_flags_exist(results):
             known |= set(FLAG.findall(result.stdout))
     unknown = []
     for path in DOC_FILES:
-        in_block = False
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if FENCE.match(line):
-                in_block = not in_block
-                continue
-            if in_block:
-                continue
-            for span in INLINE_CODE.findall(line):
-                unknown += [f"{path.relative_to(REPO)}:{number}: {flag}" for flag in FLAG.findall(span)
-                            if flag not in known]
+        for number, span in inline_spans(path):
+            unknown += [f"{path.relative_to(REPO)}:{number}: {flag}" for flag in FLAG.findall(span)
+                        if flag not in known]
     assert not unknown, "flags shown that no script has:\n" + "\n".join(unknown)
