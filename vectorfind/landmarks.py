@@ -13,6 +13,7 @@ its scores follow whatever it reads (at 64 px: partly lighting). Here the same s
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -45,20 +46,23 @@ def geometry_path(samples_dir: Path, start: int, end: int) -> Path:
 
 
 def _read_geometry(path: Path, fingerprint: str, count: int) -> np.ndarray | None:
-    if not path.is_file():
+    """A geometry shard's [count, 4] array (None when missing); read and checked like the sample shards."""
+    shard = read_shard(path, fingerprint)
+    if shard is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            geometry, stored = data["geometry"], str(data["fingerprint"])
-    except (ValueError, OSError, EOFError, KeyError) as exc:
-        raise PipelineError(f"{path}: unreadable landmark shard ({exc}); delete it or re-run with --force") from None
-    if stored != fingerprint:
-        raise PipelineError(f"{path}: made by another run (generator, property CNN or seed differ); "
-                            f"re-run with --force")
-    if geometry.shape != (count, len(GEOMETRY_COLUMNS)):
-        raise PipelineError(f"{path}: holds {geometry.shape}, expected ({count}, {len(GEOMETRY_COLUMNS)}); "
+    geometry = shard.get("geometry")
+    if geometry is None or geometry.shape != (count, len(GEOMETRY_COLUMNS)):
+        found = "no geometry array" if geometry is None else f"{geometry.shape}"
+        raise PipelineError(f"{path}: holds {found}, expected ({count}, {len(GEOMETRY_COLUMNS)}); "
                             f"delete it or re-run with --force")
     return geometry
+
+
+def _measuring(geometry, workers: int):
+    """A context holding the given landmark model, or a new one (`workers` processes) closed on exit."""
+    if geometry is not None:
+        return contextlib.nullcontext(geometry)
+    return GeometryPool(workers) if workers > 1 else contextlib.nullcontext(FaceGeometry())
 
 
 @torch.inference_mode()
@@ -74,25 +78,22 @@ def measure_sample_geometry(generator, samples_dir: Path, num_samples: int, shar
     total = sum(b - a for a, b in todo)
     if not todo:
         return 0
-    pool = None
-    if geometry is None:
-        pool = geometry = GeometryPool(workers) if workers > 1 else FaceGeometry()
     bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="landmark labels")
-    for start, end in todo:
-        shard = read_shard(shard_path(samples_dir, start, end), fingerprint)
-        if shard is None:
-            raise PipelineError(f"{shard_path(samples_dir, start, end)}: shard missing; run the sample phase first")
-        w = torch.from_numpy(shard["w"]).to(device)
-        images = np.concatenate([render(generator, generator.truncation(w[s:s + batch_size]))
-                                 for s in range(0, len(w), batch_size)])
-        measured = geometry.measure(images)
-        bar.update(len(images))
-        with atomic_path(geometry_path(samples_dir, start, end)) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, geometry=measured, fingerprint=np.str_(fingerprint))
+    with _measuring(geometry, workers) as model:
+        for start, end in todo:
+            shard = read_shard(shard_path(samples_dir, start, end), fingerprint)
+            if shard is None:
+                raise PipelineError(f"{shard_path(samples_dir, start, end)}: shard missing; run the sample phase "
+                                    f"first")
+            w = torch.from_numpy(shard["w"]).to(device)
+            images = np.concatenate([render(generator, generator.truncation(w[s:s + batch_size]))
+                                     for s in range(0, len(w), batch_size)])
+            measured = model.measure(images)
+            bar.update(len(images))
+            with atomic_path(geometry_path(samples_dir, start, end)) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, geometry=measured, fingerprint=np.str_(fingerprint))
     bar.close()
-    if isinstance(pool, GeometryPool):
-        pool.close()
     return total
 
 
@@ -124,6 +125,19 @@ def landmark_scores(scores: np.ndarray, geometry: np.ndarray, pose_measure: str)
     return out[keep], keep
 
 
+def _grade_case(case: int, grid: np.ndarray, values: np.ndarray, measures: dict[str, str]) -> dict:
+    """One row of landmark_grading.csv: r of each grid weight with its measure over the faces found."""
+    row = {"case": case}
+    for j, prop in enumerate(TARGET_PROPERTIES):
+        y = values[:, GEOMETRY_COLUMNS.index(measures[prop])]
+        ok = np.isfinite(y)
+        x = grid[ok, j]
+        row[f"{prop}_landmark_corr"] = (float(np.corrcoef(x, y[ok])[0, 1])
+                                        if ok.sum() > 2 and np.std(x) > 0 and np.std(y[ok]) > 0 else float("nan"))
+    row["faces_found"] = int(np.isfinite(values).all(axis=1).sum())
+    return row
+
+
 def grade_with_landmarks(report_dir: Path, grid: np.ndarray, cases: list[int], count: int, seed: int,
                          pose_measure: str, image_path_of, progress: bool = True, geometry=None,
                          workers: int = 1) -> dict:
@@ -135,25 +149,12 @@ def grade_with_landmarks(report_dir: Path, grid: np.ndarray, cases: list[int], c
         return {}
     rng = np.random.default_rng([seed, 68])
     picked = sorted(int(c) for c in rng.choice(cases, min(count, len(cases)), replace=False))
-    pool = None
-    if geometry is None:
-        pool = geometry = GeometryPool(workers) if workers > 1 else FaceGeometry()
     measures = target_measures(pose_measure)
     rows = []
-    for case in tqdm(picked, desc="landmark grading", unit="case", disable=not progress, dynamic_ncols=True):
-        images = np.stack([load_image(image_path_of(case, k)) for k in range(len(grid))])
-        values = geometry.measure(images)
-        row = {"case": case}
-        for j, prop in enumerate(TARGET_PROPERTIES):
-            y = values[:, GEOMETRY_COLUMNS.index(measures[prop])]
-            ok = np.isfinite(y)
-            x = grid[ok, j]
-            row[f"{prop}_landmark_corr"] = (float(np.corrcoef(x, y[ok])[0, 1])
-                                            if ok.sum() > 2 and np.std(x) > 0 and np.std(y[ok]) > 0 else float("nan"))
-        row["faces_found"] = int(np.isfinite(values).all(axis=1).sum())
-        rows.append(row)
-    if isinstance(pool, GeometryPool):
-        pool.close()
+    with _measuring(geometry, workers) as model:
+        for case in tqdm(picked, desc="landmark grading", unit="case", disable=not progress, dynamic_ncols=True):
+            images = np.stack([load_image(image_path_of(case, k)) for k in range(len(grid))])
+            rows.append(_grade_case(case, grid, model.measure(images), measures))
     table = pd.DataFrame(rows)
     atomic_write_csv(table, report_dir / GRADING_FILE, index=False)
     return {"cases": len(picked), "pose_measure": pose_measure,
