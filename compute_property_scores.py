@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from common.config import REPO_ROOT, add_config_arguments, config_to_dict, resolve_config
+from common.config import add_config_arguments, config_to_dict, resolve_config
 from common.errors import run_main
-from segmentation.property_score_stage import PropertyScoresConfig, find_segmentation_pairs, repo_relative, \
+from common.paths import repo_relative
+from segmentation.property_score_stage import PropertyScoresConfig, find_segmentation_pairs, \
     run_property_scores
-
-
-def shown(path) -> str:
-    return repo_relative(path) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
 
 
 def main() -> int:
@@ -33,13 +30,13 @@ def main() -> int:
     if args.dry_run:
         print(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
         pairs = find_segmentation_pairs(config.segmentation_dir)
-        print(f"would score {len(pairs)} images with {config.algorithm} -> {shown(config.output_path())}")
+        print(f"would score {len(pairs)} images with {config.algorithm} -> {repo_relative(config.output_path())}")
         return 0
 
     result = run_property_scores(config)
     kind = "raw scores" if config.raw else "z-scores"
     print(f"property scores {config.algorithm}: {result.num_images} images in {result.seconds:.1f} s "
-          f"({1000 * result.seconds / result.num_images:.1f} ms/img), {kind} -> {shown(result.output_path)}")
+          f"({1000 * result.seconds / result.num_images:.1f} ms/img), {kind} -> {repo_relative(result.output_path)}")
     return 0
 
 

@@ -28,4 +28,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, lock_outputs=False)  # a reader: it may run beside the pipeline

@@ -1,21 +1,26 @@
 """The whole pipeline, stages 1-9, on one profile, then the HTML report (what `make demo` runs).
 
-    python run_pipeline.py [--profile embedded] [--restart] [--report-only]
+    python run_pipeline.py [--profile embedded] [--quick] [--output-root DIR] [--restart] [--report-only]
 
 Runs every stage script in order, printing each one's summary line and time; writes
 reports/<run-id>/ (index.html, stage_times.csv, logs/) and points reports/latest at it.
 Killed, it continues the same run when started again: finished steps are skipped and the
 interrupted stage resumes from its own files. --restart begins a new run (stages still reuse
 their finished outputs; pass --force to a stage script yourself to redo one).
+
+--quick runs every stage at small sizes (configs/quick/<profile>.toml over the profile) in quick_runs/<profile>/,
+never touching a full run's files; --output-root DIR puts a run's files (and its reports/) in DIR. One run per
+folder: a second pipeline or stage started on the same folder stops with a line naming the one that holds it.
 """
 
 import argparse
 import os
 import sys
 
-from common.config import DEFAULT_PROFILE, read_profile
+from common.config import DEFAULT_PROFILE, add_run_arguments, apply_run_arguments, quick_enabled, read_profile
 from common.errors import PipelineError, run_main
-from common.pipeline import DEMO_STEPS, REPORTS_DIR, current_run, point_latest, run_pipeline
+from common.paths import REPO_ROOT, output_root
+from common.pipeline import DEMO_STEPS, REPORTS, current_run, point_latest, run_pipeline
 from common.report import build_report
 
 
@@ -26,13 +31,18 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="rebuild the latest run's report from the files on disk")
     parser.add_argument("--steps", help="comma-separated step names to run (default: all): "
                         + ", ".join(step.name for step in DEMO_STEPS))
+    add_run_arguments(parser)
     args = parser.parse_args()
+    apply_run_arguments(args, args.profile)  # the output root, and this run's lock on it
     read_profile(args.profile)  # an unknown profile is one line here, not a failure in the first stage
+    root = output_root()
+    run_args = (("--quick",) if quick_enabled() else ()) + (("--output-root", str(root)) if root != REPO_ROOT else ())
+    reports_dir = root / REPORTS
     if args.report_only:
-        latest = REPORTS_DIR / "latest"
-        run_dir = (REPORTS_DIR / current_run(REPORTS_DIR)) if current_run(REPORTS_DIR) else latest.resolve()
+        latest = reports_dir / "latest"
+        run_dir = (reports_dir / current_run(reports_dir)) if current_run(reports_dir) else latest.resolve()
         if not run_dir.is_dir():
-            raise PipelineError(f"{REPORTS_DIR}: no pipeline run yet; run `python run_pipeline.py` first")
+            raise PipelineError(f"{reports_dir}: no pipeline run yet; run `python run_pipeline.py` first")
     else:
         steps = DEMO_STEPS
         if args.steps:
@@ -42,13 +52,14 @@ def main() -> int:
                 raise PipelineError(f"unknown step(s) {', '.join(unknown)}; choose from "
                                     + ", ".join(step.name for step in DEMO_STEPS))
             steps = tuple(step for step in DEMO_STEPS if step.name in wanted)
-        run_dir = run_pipeline(steps, args.profile, restart=args.restart)
-    index = build_report(run_dir, args.profile)
-    point_latest(REPORTS_DIR, run_dir)
+        run_dir = run_pipeline(steps, args.profile, reports_dir, restart=args.restart, run_args=run_args)
+    index = build_report(run_dir, args.profile, root=root)
+    point_latest(reports_dir, run_dir)
     print(f"report: {index}")
     # The interpreter running this script has the project's packages (a fresh shell's `python` may not).
     python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
-    print(f"start the face app: {python} run_app.py --profile {args.profile}   (or: make app)")
+    app_args = " ".join(("--profile", args.profile) + run_args)
+    print(f"start the face app: {python} run_app.py {app_args}" + ("   (or: make app)" if not run_args else ""))
     return 0
 
 

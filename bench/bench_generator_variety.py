@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from common.config import REPO_ROOT, resolve_config
+from common.paths import quick_root, resolve_repo_path, set_output_root
 from common.fileio import save_image
 from common.images import make_grid, to_uint8
 from stylegan.checkpoint import load_generator
@@ -67,19 +68,19 @@ def render(generator, z: torch.Tensor, labels: torch.Tensor | None, batch: int =
     return np.concatenate(out)
 
 
-def sample_generators(root: Path, num: int, seed: int, entry: str, extra: list[tuple[str, Path, str]],
+def sample_generators(num: int, seed: int, entry: str, extra: list[tuple[str, Path, str]],
                       log=print) -> dict[str, np.ndarray]:
     """{name: uint8 [num, 64, 64, 3]} for the teacher and each generator file found."""
     base_kwargs = resolve_config(GeneratorConfig, "generator", profile="embedded").generator_kwargs()
     tuned_kwargs = resolve_config(FineTuneConfig, "fine_tuning", profile="embedded").generator_kwargs()
     z, noise, labels = seeded_codes(num, seed, base_kwargs.get("z_space_dim", 512))
     images = {"teacher": render(load_teacher(), noise, None)}
-    base_path = root / BASE
+    base_path = resolve_repo_path(BASE)
     if base_path.is_file():
         images["base"] = render(load_generator(base_path, "generator_smooth", **base_kwargs), z, None)
     else:
         log(f"{base_path}: not found; base left out")
-    files = [(name, root / rel, entry) for name, rel in FINE_TUNED.items()] + list(extra)
+    files = [(name, resolve_repo_path(rel), entry) for name, rel in FINE_TUNED.items()] + list(extra)
     for name, path, file_entry in files:
         if not path.is_file():
             log(f"{path}: not found; {name} left out")
@@ -155,14 +156,17 @@ def parse_extra(values: list[str]) -> list[tuple[str, Path, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=str(REPO_ROOT), help="checkout or pipeline output folder to read from")
-    parser.add_argument("--num", type=int, default=300)
+    parser.add_argument("--root", "--output-root", dest="root", default=None,
+                        help="checkout or pipeline output folder to read from (default: the repository)")
+    parser.add_argument("--quick", action="store_true", help="the quick run's output root (quick_runs/<profile>), 60 faces")
+    parser.add_argument("--num", type=int, default=None, help="faces per generator (default 300; 60 with --quick)")
     parser.add_argument("--seed", type=int, default=99)
     parser.add_argument("--entry", default="generator",
                         help="entry of the v1 / v8 files (generator: what stages 7-10 sample; or generator_smooth)")
     parser.add_argument("--generator", action="append", default=[], metavar="NAME=PATH[@entry]",
                         help="also measure this fine-tuned (label-conditioned) generator file")
-    parser.add_argument("--out", default=str(REPO_ROOT / "docs"), help="folder for generator_variety.{csv,png}")
+    parser.add_argument("--out", default=str(REPO_ROOT / "docs"),
+                        help="folder for generator_variety.{csv,png} (relative: under the output root)")
     parser.add_argument("--no-annotator", action="store_true", help="skip MTCNN and the annotator's fractions")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", default="embedded",
@@ -171,9 +175,11 @@ def main() -> None:
     if args.profile != "embedded":
         print(f"generator variety: the embedded profile's generators only; nothing to do for {args.profile}")
         return
+    root = set_output_root(args.root if args.root else (quick_root(args.profile) if args.quick else None))
+    args.num = args.num or (60 if args.quick else 300)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    images = sample_generators(Path(args.root), args.num, args.seed, args.entry, parse_extra(args.generator))
+    images = sample_generators(args.num, args.seed, args.entry, parse_extra(args.generator))
     from segmentation.face_geometry import FaceGeometry
 
     geometry = FaceGeometry()
@@ -188,12 +194,12 @@ def main() -> None:
         print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[name].items()), flush=True)
     table = with_ratios(pd.DataFrame.from_dict(rows, orient="index"))
     table.index.name = "generator"
-    out = Path(args.out)
+    out = resolve_repo_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.round(5).to_csv(out / "generator_variety.csv")
     save_image(labelled_grid(images), out / "generator_variety.png")
     print(f"\n{args.num} samples per generator (seed {args.seed}; v1 / v8 entry '{args.entry}', label dims N(0, 1)); "
-          f"root {args.root}\n")
+          f"root {root}\n")
     print(markdown(table))
     print(f"\n-> {out / 'generator_variety.csv'}, {out / 'generator_variety.png'} "
           f"({time.perf_counter() - start:.0f} s)")

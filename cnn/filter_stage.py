@@ -36,7 +36,8 @@ from cnn.properties import PropertyRule, parse_property_rules
 from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, TrainSettings, attempt_seed, fold_splits,
                           predict_scores, train_attempt, train_fold_with_restarts)
 from common.checkpoints import load_state_strict, read_weights, save_weights
-from common.config import dump_config, resolve_repo_path
+from common.config import dump_config
+from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError, log_line
 from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
 from common.images import make_grid
@@ -470,11 +471,6 @@ def ensemble_average(per_model_scores: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(per_model_scores, np.float64).mean(axis=0), 4)
 
 
-def _relative(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(resolve_repo_path(".").resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def _inference_is_current(csv_path: Path, img_nos: np.ndarray, model_paths: list[Path]) -> bool:
@@ -523,7 +519,7 @@ def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chun
         bar.update(len(part))
     bar.close()
     for prop in todo:
-        frame = pd.DataFrame({"img_no": img_nos, "img_path": [_relative(p) for p in unlabelled["path"]],
+        frame = pd.DataFrame({"img_no": img_nos, "img_path": [repo_relative(p) for p in unlabelled["path"]],
                               f"property_{prop}_final_score": ensemble_average(scores[prop])})
         for k in range(config.num_folds):
             frame[f"score_model_{k}"] = np.round(scores[prop][k], 4)
@@ -536,7 +532,7 @@ def merge_scores(images: pd.DataFrame, labels: pd.DataFrame, inference: dict[str
                  properties: list[str]) -> pd.DataFrame:
     """One row per generated image: labels for labelled images, ensemble scores for the rest."""
     frame = pd.DataFrame({"img_no": images["img_no"].to_numpy(),
-                          "img_path": [_relative(p) for p in images["path"]]})
+                          "img_path": [repo_relative(p) for p in images["path"]]})
     for prop in properties:
         scores = dict(zip(labels[LABEL_ID], labels[prop].astype(float)))
         predicted = inference.get(prop)
@@ -816,8 +812,8 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
         generated=len(images), labelled=len(labels), labelled_by_annotator=by_annotator, kept=int(kept.sum()),
         kept_labelled=int((kept & is_labelled).sum()), kept_predicted=int((kept & ~is_labelled).sum()),
         fold_auroc=fold_auroc, restart_caps_hit=caps, seconds=0.0,
-        outputs={"scores": _relative(config.path("all_scores_csv")), "filtered": _relative(config.path("filtered_dir")),
-                 "grid": _relative(config.path("report_grid")), "funnel": _relative(config.path("funnel_png"))},
+        outputs={"scores": repo_relative(config.path("all_scores_csv")), "filtered": repo_relative(config.path("filtered_dir")),
+                 "grid": repo_relative(config.path("report_grid")), "funnel": repo_relative(config.path("funnel_png"))},
         rejected_by={r.name: int((candidates & ~rule_passes(scores, r)).sum()) for r in rules},
         excluded_labelled=0 if config.keep_labelled else int(is_labelled.sum()), skipped=skipped,
         kept_audit=audit_kept_images(config, images[kept].reset_index(drop=True), log=log))

@@ -17,18 +17,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common import locks
 from common.errors import PipelineError
 from common.fileio import atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common.paths import REPO_ROOT, OUTPUT_ROOT_ENV, output_root, quick_root, resolve_repo_path, set_output_root  # noqa: F401 (re-exported)
+
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_PROFILE = "embedded"
+QUICK_DIR = "quick"  # configs/quick/<profile>.toml: the sizes of a quick run, merged over the profile
 
 T = TypeVar("T")
 
@@ -37,16 +41,46 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 
 
-def read_profile(profile: str) -> dict[str, Any]:
-    path = CONFIG_DIR / f"{profile}.toml"
-    if not path.is_file():
-        raise PipelineError(
-            f"unknown profile '{profile}' ({path} not found); choose one of: {', '.join(available_profiles())}")
+QUICK_ENV = "OHLORA_QUICK"
+
+
+def quick_enabled() -> bool:
+    """Whether this process (and its children) run the quick variant: `--quick`, inherited through OHLORA_QUICK."""
+    return os.environ.get(QUICK_ENV, "") == "1"
+
+
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`, table by table (a value that is not a table replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_tables(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{path}: not valid TOML ({exc}); fix the file") from None
+
+
+def read_profile(profile: str, quick: bool | None = None) -> dict[str, Any]:
+    """configs/<profile>.toml; for the quick variant with configs/quick/<profile>.toml merged over it."""
+    path = CONFIG_DIR / f"{profile}.toml"
+    if not path.is_file():
+        raise PipelineError(
+            f"unknown profile '{profile}' ({path} not found); choose one of: {', '.join(available_profiles())}")
+    data = _load_toml(path)
+    if quick_enabled() if quick is None else quick:
+        quick_path = CONFIG_DIR / QUICK_DIR / f"{profile}.toml"
+        if not quick_path.is_file():
+            raise PipelineError(f"profile '{profile}' has no quick variant ({quick_path} not found)")
+        data = merge_tables(data, _load_toml(quick_path))
+    return data
 
 
 def _allowed_types(annotation: Any) -> tuple[type, ...]:
@@ -142,6 +176,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                              "(e.g. --stage v8_dataset)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and the planned work, then exit")
+    add_run_arguments(parser)
     group = parser.add_argument_group("config overrides (default: the profile's value)")
     hints = typing.get_type_hints(cls)
     existing = {a for action in parser._actions for a in action.option_strings}
@@ -156,6 +191,30 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             group.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
                                help=field.metadata.get("help"))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--quick and --output-root: which variant of the profile runs, and where its files go (every stage and the
+    pipeline take both; children inherit them)."""
+    parser.add_argument("--quick", action="store_true", default=None,
+                        help=f"small sizes (configs/{QUICK_DIR}/<profile>.toml over the profile) in their own output "
+                             f"root (default {quick_root('<profile>').relative_to(REPO_ROOT)}/)")
+    parser.add_argument("--output-root", default=None, metavar="DIR",
+                        help="folder the stages read and write their files in (default: the repository, or the quick "
+                             "root with --quick); config paths are relative to it")
+
+
+def apply_run_arguments(args: argparse.Namespace, profile: str) -> None:
+    """Make --quick / --output-root this process's (and its children's) settings."""
+    if getattr(args, "quick", None):
+        os.environ[QUICK_ENV] = "1"
+    root = getattr(args, "output_root", None)
+    if root:
+        set_output_root(root)
+    elif getattr(args, "quick", None) and not os.environ.get(OUTPUT_ROOT_ENV):
+        set_output_root(quick_root(profile))
+    if locks.armed() and not getattr(args, "dry_run", False):
+        locks.hold_output_lock(output_root())
 
 
 def section_values(data: dict[str, Any], section: str, stage: str | None, source: str) -> dict[str, Any]:
@@ -182,6 +241,8 @@ def resolve_config(cls: type[T], section: str, args: argparse.Namespace | None =
     overrides (used by tests)."""
     profile = profile or (getattr(args, "profile", None) if args is not None else None) or DEFAULT_PROFILE
     stage = stage or (getattr(args, "stage", None) if args is not None else None)
+    if args is not None:
+        apply_run_arguments(args, profile)
     data = read_profile(profile)
     values = section_values(data, section, stage, f"configs/{profile}.toml")
     types_by_field = _field_types(cls)
@@ -221,9 +282,3 @@ def dump_config(config: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
     return path
-
-
-def resolve_repo_path(path: str | Path) -> Path:
-    """Paths in configs are relative to the repository root, so stages run from anywhere."""
-    path = Path(path)
-    return path if path.is_absolute() else REPO_ROOT / path

@@ -10,8 +10,12 @@ class PipelineError(Exception):
     """A problem the user can fix (bad input, missing file); printed as one line, no traceback."""
 
 
-def run_main(main: Callable[[], int | None]) -> None:
-    """Entry point wrapper for the run scripts: PipelineError -> `error: ...` on stderr, exit 2."""
+def run_main(main: Callable[[], int | None], lock_outputs: bool = True) -> None:
+    """Entry point wrapper for the run scripts: PipelineError -> `error: ...` on stderr, exit 2. A script locks the
+    output folder it writes (common/locks.py) when it resolves its flags."""
+    from common import locks
+
+    locks.arm()
     try:
         code = main()
     except PipelineError as exc:

@@ -20,8 +20,9 @@ from pathlib import Path
 from common.errors import PipelineError
 from common.fileio import atomic_path, atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-REPORTS_DIR = REPO_ROOT / "reports"
+from common.paths import REPO_ROOT
+
+REPORTS = "reports"  # under the output root
 IN_PROGRESS = ".in_progress"
 TIMES_FILE = "stage_times.csv"
 TIMES_COLUMNS = ["step", "stage", "seconds", "finished_at", "summary"]
@@ -36,8 +37,9 @@ class Step:
     script: str
     args: tuple[str, ...] = ()
 
-    def command(self, python: str, profile: str) -> list[str]:
-        return [python, str(REPO_ROOT / self.script), "--profile", profile, *self.args]
+    def command(self, python: str, profile: str, run_args: tuple[str, ...] = ()) -> list[str]:
+        """run_args: the run's --quick / --output-root, passed to every step."""
+        return [python, str(REPO_ROOT / self.script), "--profile", profile, *self.args, *run_args]
 
 
 V1_GENERATOR = "stylegan_modified/stylegan_gen_fine_tuned_v1.pth"
@@ -128,8 +130,8 @@ def _run_step(step: Step, command: list[str], log_path: Path) -> tuple[int, str]
     return code, last_line(text)
 
 
-def run_pipeline(steps: tuple[Step, ...], profile: str, reports_dir: Path = REPORTS_DIR, python: str = sys.executable,
-                 restart: bool = False, on_step_done=None) -> Path:
+def run_pipeline(steps: tuple[Step, ...], profile: str, reports_dir: Path, python: str = sys.executable,
+                 restart: bool = False, on_step_done=None, run_args: tuple[str, ...] = ()) -> Path:
     """Run (or continue) the pipeline; return the run folder. A failing step stops the run with a one-line error."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     run_id = None if restart else current_run(reports_dir)
@@ -145,9 +147,9 @@ def run_pipeline(steps: tuple[Step, ...], profile: str, reports_dir: Path = REPO
         if step.name in done:
             print(f"[{step.name}] done earlier in this run, skipped")
             continue
-        print(f"[{step.name}] {' '.join(step.command('python', profile)[1:])}", flush=True)
+        print(f"[{step.name}] {' '.join(step.command('python', profile, run_args)[1:])}", flush=True)
         start = time.monotonic()
-        code, summary = _run_step(step, step.command(python, profile), run_dir / "logs" / f"{step.name}.log")
+        code, summary = _run_step(step, step.command(python, profile, run_args), run_dir / "logs" / f"{step.name}.log")
         seconds = time.monotonic() - start
         if code != 0:
             raise PipelineError(

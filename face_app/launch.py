@@ -61,13 +61,13 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None):
     """The Gradio app for the repository's files, and the editor behind it."""
     import torch
 
-    from common.config import REPO_ROOT
+    from common.paths import output_root
     from face_app.app import build_app
     from face_app.cases import face_choices, check_latent_width
     from face_app.editing import FaceEditor, load_app_generator, read_direction_sets
     from face_app.labeling import LabelStore, schema_by_name
 
-    root = REPO_ROOT if repo_root is None else repo_root
+    root = output_root() if repo_root is None else repo_root
     torch.set_num_threads(config.num_threads)
     generator, choice = load_app_generator(config.generator, config.profile)
     label_size, path = choice.label_size, choice.path

@@ -28,7 +28,8 @@ import torch
 from tqdm import tqdm
 
 from common.checkpoints import save_weights
-from common.config import REPO_ROOT, dump_config, resolve_repo_path
+from common.config import dump_config
+from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError, log_line
 from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
 from common.training_loop import LoopSettings, seeded_split
@@ -118,12 +119,6 @@ class PropertyCnnConfig:
 # ----------------------------------------------------------------------------------------------
 # Inputs
 
-
-def repo_relative(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def read_scores_csv(path: Path, names: tuple[str, ...], producer: str) -> pd.DataFrame:

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from common.config import REPO_ROOT, dump_config, resolve_repo_path
+from common.config import dump_config
+from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, load_image
 from segmentation.property_scores import ALGORITHMS, MAP_SIZE, NUM_CLASSES, SCORE_COLUMNS, compute_scores, \
@@ -147,10 +148,6 @@ def load_face_crop(path: Path) -> np.ndarray:
                             f"like its class map; re-run the segmentation stage for this image")
     return face
 
-
-def repo_relative(path: Path) -> str:
-    """Path relative to the repository root with '/' separators (the original stored absolute paths)."""
-    return Path(os.path.relpath(path.resolve(), REPO_ROOT)).as_posix()
 
 
 def score_pairs(pairs: list[SegmentationPair], algorithm: str, show_progress: bool = True) -> pd.DataFrame:

@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from common.config import REPO_ROOT, dump_config, resolve_repo_path
+from common.config import dump_config
+from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, load_image, save_image
 from common.images import make_grid
@@ -117,14 +118,6 @@ class SegmentationSummary:
                 f"{self.already_done} ({self.skipped_before} of them skipped earlier) in {self.seconds:.1f} s{rate}"
                 f" -> {repo_relative(self.output_dir)}")
 
-
-def repo_relative(path: Path) -> str:
-    """Path relative to the repository root with '/' separators when inside it, else absolute."""
-    resolved = Path(path).resolve()
-    try:
-        return resolved.relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return resolved.as_posix()
 
 
 def output_paths(output_dir: Path, img_no: int) -> dict[str, Path]:
