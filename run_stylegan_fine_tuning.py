@@ -28,7 +28,6 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="discard the run folder's state and start again")
     parser.add_argument("--evaluate", type=int, default=0, metavar="N",
                         help="after training, score N samples of the previous and the new generator")
-    parser.add_argument("--device", default="cpu")
     add_config_arguments(parser, FineTuneConfig)
     args = parser.parse_args()
     version = args.version or "v1"  # picks the config section ([fine_tuning] or [fine_tuning_v8])
@@ -38,7 +37,7 @@ def main() -> int:
     if args.dry_run:
         print(config_to_dict(config))
         return 0
-    summary = run_fine_tuning(config, force=args.force, device=args.device)
+    summary = run_fine_tuning(config, force=args.force)
     row = {k: v for k, v in summary.last_row.items() if isinstance(v, (int, float)) and not np.isnan(v)}
     print(f"{config.version}: step {summary.step} of {config.max_steps} on {summary.images} images, "
           f"{summary.train_seconds / 60:.1f} min; last log row: "

@@ -24,7 +24,8 @@ import torch
 
 from common.config import resolve_config
 from property_score_cnn.models import MergedPropertyScoreCNN
-from property_score_cnn.scoring import default_device, load_property_cnn, score_images
+from common.devices import choose_device
+from property_score_cnn.scoring import load_property_cnn, score_images
 from property_score_cnn.stage import PropertyCnnConfig
 
 OUR_BATCH = 256
@@ -75,7 +76,7 @@ def main() -> int:
     parser.add_argument("--width", type=float, default=None, help="conv width multiplier of the random model")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     args = parser.parse_args()
-    device = torch.device(args.device) if args.device else default_device()
+    device = choose_device(args.device or "auto")
     print(f"device {device}, torch threads {torch.get_num_threads()}, ours batch {OUR_BATCH}")
     for resolution in args.resolutions:
         model = build(resolution, args.model, args.width)

@@ -9,7 +9,7 @@
 
 `images_uint8`: a batch from the generator or from PNGs, NHWC or NCHW uint8 (numpy or torch) at the
 profile's resolution. Scores are the mean sigmoid output of the K fold models in eval mode under
-inference_mode, batched, on `device` (default: cuda when available) - the same numbers
+inference_mode, batched, on `device` (default: the config's, common/devices.py) - the same numbers
 run_cnn.py writes to its inference CSVs (before their 4-decimal rounding).
 """
 
@@ -23,13 +23,8 @@ import torch
 from cnn.filter_stage import CnnConfig, load_fold_model, model_path
 from cnn.training import predict_scores
 from common.config import resolve_config
+from common.devices import choose_device
 from common.errors import PipelineError
-
-
-def _device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def as_nchw_uint8(images, resolution: int) -> torch.Tensor:
@@ -85,7 +80,7 @@ def ensemble_from_config(config: CnnConfig, prop: str, device: str | None = None
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise PipelineError(f"{missing[0]}: {prop} fold model not found; run run_cnn.py for this profile/stage first")
-    target = _device(device)
+    target = choose_device(config.device if device is None else device)
     models = [load_fold_model(config, prop, k).to(target) for k in range(config.num_folds)]
     return PropertyEnsemble(prop, models, config.resolution, target, config.eval_batch_size)
 

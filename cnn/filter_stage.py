@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import filecmp
 import os
 import re
 import shutil
@@ -37,9 +38,10 @@ from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, TrainSettings, at
                           predict_scores, train_attempt, train_fold_with_restarts)
 from common.checkpoints import load_state_strict, read_weights, save_weights
 from common.config import dump_config
+from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError, log_line
-from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
+from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image, load_images
 from common.images import make_grid
 from common.workers import spawned_pool
 
@@ -103,8 +105,10 @@ class CnnConfig:
     fold_workers: int = field(default=1, metadata={
         "help": "train this many folds at once in worker processes (each with num_threads threads); the models "
                 "are the same as one at a time"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
 
     def validate(self) -> None:
+        check_device_name(self.device, "[cnn] device")
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise PipelineError(f"[cnn] resolution must be one of {', '.join(map(str, SUPPORTED_RESOLUTIONS))}, "
                                 f"got {self.resolution}")
@@ -148,7 +152,8 @@ class CnnConfig:
             max_epochs=self.max_epochs, patience=self.patience, cosine_t_max=self.cosine_t_max,
             max_restarts=self.max_restarts, restart_loss=rule.restart_loss,
             metric_threshold=rule.metric_threshold, num_folds=self.num_folds, seed=self.seed,
-            augment_flip=self.augment_flip, channels_last=self.channels_last)
+            augment_flip=self.augment_flip, channels_last=self.channels_last,
+            device=str(choose_device(self.device)))
 
     def build_model(self, prop: str) -> torch.nn.Module:
         return build_property_cnn(prop, self.resolution, self.width_multiplier, self.rule(prop).architecture)
@@ -178,18 +183,6 @@ def list_generated_images(images_dir: Path) -> pd.DataFrame:
         img_no = int(frame.loc[duplicated, "img_no"].iloc[0])
         raise PipelineError(f"{images_dir}: image {img_no:06d} exists as both .png and .jpg; remove one")
     return frame.reset_index(drop=True)
-
-
-def load_images(paths: list[Path], resolution: int, progress: bool = False) -> np.ndarray:
-    """[N, R, R, 3] uint8 RGB; an image of another size is an error (no silent resizing)."""
-    out = np.empty((len(paths), resolution, resolution, 3), np.uint8)
-    for i, path in enumerate(tqdm(paths, desc="load images", unit="img", disable=not progress)):
-        image = load_image(path)
-        if image.shape != (resolution, resolution, 3):
-            raise PipelineError(f"{path}: image is {image.shape[1]}x{image.shape[0]}, the profile expects "
-                                f"{resolution}x{resolution}; use the matching --profile or --resolution")
-        out[i] = image
-    return out
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -505,8 +498,9 @@ def run_inference(config: CnnConfig, unlabelled: pd.DataFrame, force: bool, chun
     if not todo:
         return out
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    models = {prop: [load_fold_model(config, prop, k).to(memory_format=memory_format) for k in range(config.num_folds)]
-              for prop in todo}
+    device = choose_device(config.device)
+    models = {prop: [load_fold_model(config, prop, k).to(device, memory_format=memory_format)
+                     for k in range(config.num_folds)] for prop in todo}
     scores = {prop: np.zeros((config.num_folds, len(unlabelled)), np.float64) for prop in todo}
     bar = tqdm(total=len(unlabelled), desc=f"inference ({', '.join(todo)})", unit="img")
     for start in range(0, len(unlabelled), chunk):
@@ -563,8 +557,10 @@ def keep_mask(scores: pd.DataFrame, rules: list[PropertyRule], labelled: np.ndar
     return kept
 
 
-def export_kept(paths: list[Path], filtered_dir: Path, link_mode: str) -> int:
-    """Copy (or hard-link) the kept images unchanged; drop stale images of earlier runs."""
+def export_kept(paths: list[Path], filtered_dir: Path, link_mode: str, resolution: int | None = None) -> int:
+    """Copy (or hard-link) the kept images unchanged; drop stale images of earlier runs. Every source is decoded and
+    checked first (a truncated or wrong-size image stops the stage instead of replacing a good copy), and a copy is
+    kept only when its bytes equal the source's."""
     filtered_dir.mkdir(parents=True, exist_ok=True)
     wanted = {p.name: p for p in paths}
     for existing in filtered_dir.iterdir():
@@ -572,8 +568,9 @@ def export_kept(paths: list[Path], filtered_dir: Path, link_mode: str) -> int:
             existing.unlink()
     written = 0
     for name, source in wanted.items():
+        load_image(source, resolution)
         target = filtered_dir / name
-        if target.is_file() and target.stat().st_size == source.stat().st_size:
+        if target.is_file() and filecmp.cmp(target, source, shallow=False):
             continue
         target.unlink(missing_ok=True)
         if link_mode == "hardlink":
@@ -798,7 +795,7 @@ def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> Sta
     is_labelled = scores["img_no"].isin(labels[LABEL_ID]).to_numpy()
     kept = keep_mask(scores, rules, None if config.keep_labelled else is_labelled)
     paths = images["path"].tolist()
-    export_kept([p for p, k in zip(paths, kept) if k], config.path("filtered_dir"), config.link_mode)
+    export_kept([p for p, k in zip(paths, kept) if k], config.path("filtered_dir"), config.link_mode, config.resolution)
     save_report_grid(scores[kept], scores[~kept], config.path("report_grid"), config.resolution, properties)
 
     fold_auroc, caps = {}, {}

@@ -44,6 +44,7 @@ class TrainSettings:
     seed: int = 0
     augment_flip: bool = False
     channels_last: bool = False
+    device: str = "cpu"
 
 
 @dataclass
@@ -137,7 +138,7 @@ def attempt_seed(base_seed: int, prop: str, fold_no: int, attempt: int) -> int:
 def flip_half(inputs: torch.Tensor, order_rng: torch.Generator) -> torch.Tensor:
     """Mirror a random half of the batch: gender, quality, age and glasses are left-right symmetric
     and every crop is centred, so a flip is a free extra sample on small label sets."""
-    flipped = torch.rand(len(inputs), generator=order_rng) < 0.5
+    flipped = (torch.rand(len(inputs), generator=order_rng) < 0.5).to(inputs.device)
     inputs[flipped] = inputs[flipped].flip(-1)
     return inputs
 
@@ -168,7 +169,8 @@ def train_attempt(prop: str, settings: TrainSettings, images: torch.Tensor, labe
             return to_float_images(images_uint8).contiguous(memory_format=torch.channels_last)
     loop_settings = LoopSettings(learning_rate=settings.learning_rate, train_batch_size=settings.train_batch_size,
                                  eval_batch_size=settings.eval_batch_size, max_epochs=settings.max_epochs,
-                                 patience=settings.patience, seed=seed, loss_reduction="sum")
+                                 patience=settings.patience, seed=seed, loss_reduction="sum",
+                                 device=settings.device)
     result = train_model(
         model_factory, images, torch.tensor(np.asarray(labels), dtype=torch.float32), train_idx, val_idx,
         bce_sum, loop_settings, prepare=prepare, augment=flip_half if settings.augment_flip else None,

@@ -273,6 +273,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     stage = getattr(config, STAGE_ATTRIBUTE, None)
     if stage is not None:
         out["stage"] = stage
+    if quick_enabled():
+        out["variant"] = "quick"  # configs/quick/<profile>.toml was merged over the profile
     return out
 
 

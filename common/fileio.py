@@ -56,15 +56,34 @@ def save_image(array: np.ndarray, path: str | Path, jpeg_quality: int = 95) -> N
         tmp.write_bytes(encoded.tobytes())
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image as HWC uint8 RGB; a missing or corrupt file is a one-line PipelineError."""
+def load_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
+    """Read an image as HWC uint8 RGB, decoded in full; a missing, truncated or corrupt file, a grayscale image or
+    (with `resolution`) one of another size is a one-line PipelineError naming the file."""
     import cv2
 
     from common.errors import PipelineError
 
     path = Path(path)
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
     if image is None:
-        raise PipelineError(f"{path}: missing or not a readable image; re-run the stage that writes it")
-    return image[:, :, ::-1].copy()
+        raise PipelineError(f"{path}: missing, truncated or not a readable image; re-run the stage that writes it")
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        raise PipelineError(f"{path}: a {channels}-channel {image.dtype} image, expected 8-bit RGB; "
+                            f"re-run the stage that writes it")
+    if resolution is not None and image.shape[:2] != (resolution, resolution):
+        raise PipelineError(f"{path}: image is {image.shape[1]}x{image.shape[0]}, the profile expects "
+                            f"{resolution}x{resolution}; use the matching --profile or --resolution, or re-run the "
+                            f"stage that writes it")
+    return image[:, :, 2::-1].copy()  # BGR(A) -> RGB
+
+
+def load_images(paths: list[Path], resolution: int, progress: bool = False) -> np.ndarray:
+    """[N, R, R, 3] uint8 RGB, every file checked by load_image (no silent resizing)."""
+    from tqdm import tqdm
+
+    out = np.empty((len(paths), resolution, resolution, 3), np.uint8)
+    for i, path in enumerate(tqdm(paths, desc="load images", unit="img", disable=not progress, leave=False)):
+        out[i] = load_image(path, resolution)
+    return out

@@ -35,12 +35,12 @@ for exactly `max_epochs` and keeps the last epoch (models whose folds are valida
 Settings for recipes that differ from the plain one (stage 2 and the glasses CNN use them):
 `loss_reduction = "sum"` when loss_fn sums over the batch (stage 2's BCE, as the original; reported
 losses are still per sample), `scheduler_step = "batch"` for per-step schedules (one-cycle), and
-`min_batch_size` to skip a last batch too small for batch norm.
+`min_batch_size` to skip a last batch too small for batch norm. `device` (common/devices.py) is where the model
+trains; inputs stay where they are and move there a batch at a time, and the returned model is on the CPU.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -64,6 +64,7 @@ class LoopSettings:
     loss_reduction: str = "mean"  # how loss_fn reduces over a batch: "mean" or "sum"
     scheduler_step: str = "epoch"  # step the scheduler once per "epoch" or per "batch"
     min_batch_size: int = 1  # smaller training batches (the last one) are skipped
+    device: str = "cpu"  # a torch device name (common/devices.py choose_device picks it)
 
     def __post_init__(self):
         if self.loss_reduction not in ("mean", "sum"):
@@ -119,10 +120,12 @@ def seeded_folds(num_items: int, num_folds: int, seed: int,
 @torch.inference_mode()
 def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int,
             prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> torch.Tensor:
-    """Model outputs in eval mode, batched; the model's previous mode is restored."""
+    """Model outputs in eval mode, batched, on the CPU (each batch runs where the model is); the model's previous
+    mode is restored."""
     was_training = model.training
     model.eval()
-    outputs = [model(prepare(inputs[i:i + batch_size])) for i in range(0, len(inputs), batch_size)]
+    device = next(model.parameters()).device
+    outputs = [model(prepare(inputs[i:i + batch_size].to(device))).cpu() for i in range(0, len(inputs), batch_size)]
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
@@ -141,7 +144,8 @@ def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tens
     if settings.max_epochs < 1:
         raise PipelineError("max_epochs must be at least 1")
     torch.manual_seed(settings.seed)
-    model = model_factory()
+    device = torch.device(settings.device)
+    model = model_factory().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = make_scheduler(optimizer) if make_scheduler is not None else None
     order_rng = torch.Generator().manual_seed(settings.seed)
@@ -160,10 +164,10 @@ def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tens
         for batch in train_idx_t[torch.randperm(len(train_idx_t), generator=order_rng)].split(settings.train_batch_size):
             if len(batch) < settings.min_batch_size:
                 continue
-            batch_inputs = prepare(inputs[batch])
+            batch_inputs = prepare(inputs[batch].to(device))
             if augment is not None:
                 batch_inputs = augment(batch_inputs, order_rng)
-            loss = loss_fn(model(batch_inputs), targets[batch])
+            loss = loss_fn(model(batch_inputs), targets[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -192,15 +196,20 @@ def train_model(model_factory: Callable[[], torch.nn.Module], inputs: torch.Tens
             on_epoch(row)
         if criterion < best_criterion:
             best_criterion, best_epoch = criterion, epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = _cpu_state(model)
         elif epoch - best_epoch >= settings.patience:
             break
     if best_state is None:  # no validation, or every criterion was NaN: the last epoch
-        best_state, best_epoch = copy.deepcopy(model.state_dict()), len(rows) - 1
-    model.load_state_dict(best_state)
+        best_state, best_epoch = _cpu_state(model), len(rows) - 1
+    model.to("cpu").load_state_dict(best_state)
     model.eval()
     return LoopResult(model=model, seed=settings.seed, best_epoch=best_epoch, best_criterion=best_criterion,
                       rows=rows, elapsed_time=time.perf_counter() - start, best_state=best_state)
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights on the CPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def train_with_restarts(run_attempt: Callable[[int], LoopResult], accept: Callable[[LoopResult], bool],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.devices import choose_device
 from common.errors import PipelineError
 from common.fileio import atomic_write_text, save_image
 from common.images import to_uint8
@@ -17,25 +19,39 @@ from vectorfind.directions import GROUP_NAMES, direction_path, edit_w, load_dire
 PROPERTIES = ("eyes", "mouth", "pose")
 
 
-def load_app_generator(explicit: str, profile: str):
+def load_app_generator(explicit: str, profile: str, device: str = "auto"):
     """The generator VectorFind uses (vectorfind.models: explicit file, else FineTune-v8, v1, the base), so the
-    app edits in the w space its directions were found in; returns (generator, its GeneratorChoice)."""
+    app edits in the w space its directions were found in, on `device` (common/devices.py); returns (generator,
+    its GeneratorChoice)."""
     from vectorfind.models import choose_generator, load_chosen_generator
 
     choice = choose_generator(explicit, profile)
-    return load_chosen_generator(choice, torch.device("cpu")), choice
+    return load_chosen_generator(choice, choose_device(device)), choice
 
 
-def read_direction_sets(folders: dict[str, Path | None]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{kind: {group: directions}} for each kind's folder (e.g. 'chosen', 'plain', 'conditional') and every
-    group whose three files exist there; kinds without files are left out."""
+def read_direction_sets(folders: dict[str, Path | None], strict: bool = False
+                        ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{kind: {group: directions}} for each kind's folder (e.g. 'chosen', 'plain', 'conditional') and every group
+    whose three files exist there; a folder without direction files is left out. A group with some but not all of its
+    files is said on stderr (the app then edits that group's faces with another group's directions), or with
+    `strict` (run_app.py --check) is an error naming the first missing file."""
     sets: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for kind, folder in folders.items():
         if folder is None:
             continue
-        groups = [g for g in GROUP_NAMES if all(direction_path(folder, p, g).is_file() for p in PROPERTIES)]
-        if groups:
-            sets[kind] = {g: load_directions(folder, g) for g in groups}
+        paths = {g: [direction_path(folder, p, g) for p in PROPERTIES] for g in GROUP_NAMES}
+        complete = [g for g in GROUP_NAMES if all(path.is_file() for path in paths[g])]
+        partial = [g for g in GROUP_NAMES if g not in complete and any(path.is_file() for path in paths[g])]
+        if partial or (strict and complete and len(complete) < len(GROUP_NAMES)):
+            group = (partial or [g for g in GROUP_NAMES if g not in complete])[0]
+            missing = next(path for path in paths[group] if not path.is_file())
+            message = (f"{missing}: direction file missing ({len(complete)} of {len(GROUP_NAMES)} groups complete in "
+                       f"{folder}); re-run run_vectorfind.py (stages 8-9) to write them")
+            if strict:
+                raise PipelineError(message)
+            print(f"warning: {message}", file=sys.stderr)
+        if complete:
+            sets[kind] = {g: load_directions(folder, g) for g in complete}
     return sets
 
 
@@ -48,6 +64,7 @@ class FaceEditor:
     def __init__(self, generator, directions: dict[str, np.ndarray] | None = None,
                  direction_sets: dict[str, dict[str, dict[str, np.ndarray]]] | None = None, label_size: int = 0):
         self.generator = generator.eval()
+        self.device = next(generator.parameters()).device  # latents and w travel to it; images come back
         self.label_size = label_size
         if direction_sets is None:
             direction_sets = {"chosen": {GROUP_NAMES[0]: directions}} if directions else {}
@@ -80,14 +97,14 @@ class FaceEditor:
         if latent.size < z_dim + self.label_size:
             raise PipelineError(f"a latent needs {z_dim + self.label_size} values ({z_dim} z + {self.label_size} "
                                 f"label dims), got {latent.size}")
-        z = torch.from_numpy(latent[:z_dim].copy()).view(1, -1)
-        label = (torch.from_numpy(latent[z_dim:z_dim + self.label_size].copy()).view(1, -1)
+        z = torch.from_numpy(latent[:z_dim].copy()).view(1, -1).to(self.device)
+        label = (torch.from_numpy(latent[z_dim:z_dim + self.label_size].copy()).view(1, -1).to(self.device)
                  if self.label_size else None)
         if label is None:
             # Padded like the generation and VectorFind stages, so a case's w is bit-identical to theirs.
-            return batch_invariant(self.generator.mapping, z)[0].numpy()
+            return batch_invariant(self.generator.mapping, z)[0].cpu().numpy()
         return batch_invariant(lambda rows: self.generator.mapping(rows[:, :z_dim], rows[:, z_dim:]),
-                               torch.cat([z, label], 1))[0].numpy()
+                               torch.cat([z, label], 1))[0].cpu().numpy()
 
     def w_from_z(self, z: np.ndarray) -> np.ndarray:
         return self.w_from_latent(z)
@@ -104,7 +121,7 @@ class FaceEditor:
     def render(self, w: np.ndarray, weights: dict[str, float], layers: tuple[int, int] | None = None,
                directions: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """uint8 [H, W, 3] image of w moved along each property direction by its weight."""
-        return to_uint8(self.generator.synthesis(self.edited_wp(w, weights, layers, directions)))[0]
+        return to_uint8(self.generator.synthesis(self.edited_wp(w, weights, layers, directions).to(self.device)))[0]
 
     @torch.inference_mode()
     def render_frames(self, w: np.ndarray, frames: list[dict[str, float]], layers: tuple[int, int] | None = None,
@@ -113,7 +130,7 @@ class FaceEditor:
         images = []
         for start in range(0, len(frames), batch_size):
             wp = torch.cat([self.edited_wp(w, f, layers, directions) for f in frames[start:start + batch_size]])
-            images.append(to_uint8(self.generator.synthesis(wp)))
+            images.append(to_uint8(self.generator.synthesis(wp.to(self.device))))
         return np.concatenate(images)
 
 

@@ -38,8 +38,12 @@ class AppConfig:
     label_id_column: str = "img_name"
     play_seconds: float = 12.0
     play_fps: float = 10.0
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available, else cpu), cpu, cuda or cuda:N"})
 
     def validate(self) -> None:
+        from common.devices import check_device_name
+
+        check_device_name(self.device, "[app] device")
         from face_app.labeling import schema_by_name
 
         schema_by_name(self.schema)
@@ -57,8 +61,9 @@ def set_offline_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def build_from_repo(config: AppConfig, repo_root: Path | None = None):
-    """The Gradio app for the repository's files, and the editor behind it."""
+def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bool = False):
+    """The Gradio app for the output root's files, and the editor behind it; `strict`: every direction set complete
+    (run_app.py --check)."""
     import torch
 
     from common.paths import output_root
@@ -69,10 +74,11 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None):
 
     root = output_root() if repo_root is None else repo_root
     torch.set_num_threads(config.num_threads)
-    generator, choice = load_app_generator(config.generator, config.profile)
+    generator, choice = load_app_generator(config.generator, config.profile, config.device)
     label_size, path = choice.label_size, choice.path
     direction_sets = read_direction_sets({"chosen": root / config.vectors_dir, "plain": root / config.plain_vectors_dir,
-                                          "conditional": root / config.conditional_vectors_dir})
+                                          "conditional": root / config.conditional_vectors_dir},
+                                         strict=strict)
     editor = FaceEditor(generator, direction_sets=direction_sets, label_size=label_size)
     latent_dim = generator.z_space_dim + label_size
     faces, source = face_choices(root / config.vectorfind_dir, latent_dim, config.seed)

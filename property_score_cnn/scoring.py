@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from common.checkpoints import load_state_strict, read_weights
+from common.devices import choose_device
 from common.errors import PipelineError
 from common.images import to_uint8
 from property_score_cnn.models import SUPPORTED_RESOLUTIONS, build_model, channels_last, to_model_input
@@ -91,18 +92,14 @@ def _as_nchw_uint8(images, resolution: int) -> torch.Tensor:
                      f"images for this {resolution} px model, got {tuple(tensor.shape)}")
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @torch.inference_mode()
 def score_images(model: nn.Module, images, batch_size: int = 256, device: torch.device | str | None = None
                  ) -> torch.Tensor:
     """(N, K) float32 scores on the CPU for uint8 images (NHWC or NCHW, torch or numpy); eval mode
-    (dropout off), batched, under inference_mode, on cuda when available. The model is moved to the
+    (dropout off), batched, under inference_mode, on `device` (common/devices.py choose_device: default auto, cuda when available). The model is moved to the
     device and its train/eval mode is restored afterwards."""
     nchw = _as_nchw_uint8(images, model.resolution)
-    device = torch.device(device) if device is not None else default_device()
+    device = choose_device(device)
     was_training = model.training
     channels_last(model.to(device)).eval()
     try:

@@ -29,9 +29,11 @@ from tqdm import tqdm
 
 from common.checkpoints import save_weights
 from common.config import dump_config
+from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError, log_line
-from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image
+from common.fileio import atomic_path, atomic_write_csv, atomic_write_text
+from common.fileio import load_images as load_rgb_images
 from common.training_loop import LoopSettings, seeded_split
 from property_score_cnn.models import SEVEN_NAMES, SUPPORTED_RESOLUTIONS, build_model, merge_models
 from property_score_cnn.scoring import load_property_cnn, score_images
@@ -86,8 +88,10 @@ class PropertyCnnConfig:
     hairstyle_patience: int = 45
     hairstyle_lr_gamma: float = field(default=0.95, metadata={"help": "ExponentialLR factor per epoch"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
 
     def validate(self) -> None:
+        check_device_name(self.device, "[property_cnn] device")
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise PipelineError(f"[property_cnn] resolution must be one of "
                                 f"{', '.join(map(str, SUPPORTED_RESOLUTIONS))}, got {self.resolution}")
@@ -113,7 +117,7 @@ class PropertyCnnConfig:
         return LoopSettings(learning_rate=getattr(self, f"{prefix}learning_rate"),
                             train_batch_size=self.train_batch_size, eval_batch_size=self.eval_batch_size,
                             max_epochs=getattr(self, f"{prefix}max_epochs"), patience=getattr(self, f"{prefix}patience"),
-                            seed=self.seed)
+                            seed=self.seed, device=str(choose_device(self.device)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,15 +178,8 @@ def find_images(img_nos: np.ndarray, images_dir: Path, scores_csv: Path) -> list
 
 
 def load_images(paths: list[Path], resolution: int, progress: bool = True) -> torch.Tensor:
-    """[N, 3, R, R] uint8; an image of another size is a one-line error (no silent resizing)."""
-    out = torch.empty((len(paths), 3, resolution, resolution), dtype=torch.uint8)
-    for i, path in enumerate(tqdm(paths, desc="load images", unit="img", disable=not progress, leave=False)):
-        image = load_image(path)
-        if image.shape != (resolution, resolution, 3):
-            raise PipelineError(f"{path}: image is {image.shape[1]}x{image.shape[0]}, the profile expects "
-                                f"{resolution}x{resolution}; use the matching --profile or --resolution")
-        out[i] = torch.from_numpy(image).permute(2, 0, 1)
-    return out
+    """[N, 3, R, R] uint8; every file checked (size, mode, not truncated) by common.fileio.load_images."""
+    return torch.from_numpy(load_rgb_images(paths, resolution, progress)).permute(0, 3, 1, 2).contiguous()
 
 
 @dataclass
@@ -230,7 +227,9 @@ def _model_info(config: PropertyCnnConfig, kind: str, fingerprint: str) -> dict:
                 else {"cosine_t_max": config.cosine_t_max})
     return dict(kind=kind, resolution=config.resolution, width_multiplier=width, seed=config.seed,
                 val_fraction=config.val_fraction, scores_sha256=fingerprint,
-                settings=dataclasses.asdict(config.loop_settings(kind)), **schedule)
+                settings={k: v for k, v in dataclasses.asdict(config.loop_settings(kind)).items()
+                          if k != "device"},  # the same model on any device
+                **schedule)
 
 
 def _check_reusable(config: PropertyCnnConfig, kind: str, fingerprint: str, log) -> bool:
@@ -403,7 +402,8 @@ def run_regression_model(config: PropertyCnnConfig, kind: str, retrain: bool = F
         dump_config(config, config.path("log_dir") / "property_cnn_config.json")
         model, trained, best_epoch, total_epochs = train_or_reuse(config, kind, dataset, names, criterion_names,
                                                                   log_name, retrain or force, log)
-        predicted = score_images(model, dataset.images, batch_size=config.eval_batch_size).numpy()
+        predicted = score_images(model, dataset.images, batch_size=config.eval_batch_size,
+                                 device=config.device).numpy()
         _, val_idx = seeded_split(len(dataset.paths), config.val_fraction, config.seed)  # the training split
         target = dataset.targets.numpy()
         val_r = {n: pearson_r(predicted[val_idx, k], target[val_idx, k]) for k, n in enumerate(names)}

@@ -119,7 +119,7 @@ def find_segmentation_pairs(segmentation_dir: str | Path) -> list[SegmentationPa
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise PipelineError(f"{missing[0]}: face crop missing for its class map{more}; "
-                            f"re-run the segmentation stage for these images")
+                            f"re-run run_segmentation.py, which redoes images with missing or empty files")
     return pairs
 
 
@@ -128,16 +128,16 @@ def load_class_map(path: Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
     class_map = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
     if class_map is None:
-        raise PipelineError(f"{path}: missing or not a readable PNG; re-run the segmentation stage for this image")
+        raise PipelineError(f"{path}: missing or not a readable PNG; delete it and re-run run_segmentation.py, which redoes images with missing or empty files")
     if class_map.ndim != 2 or class_map.dtype != np.uint8 or class_map.shape != (MAP_SIZE, MAP_SIZE):
         channels = 1 if class_map.ndim == 2 else class_map.shape[2]
         raise PipelineError(
             f"{path}: class map is {class_map.shape[1]}x{class_map.shape[0]} with {channels} channel(s) of "
-            f"{class_map.dtype}, expected {MAP_SIZE}x{MAP_SIZE} single-channel uint8; re-run the segmentation stage")
+            f"{class_map.dtype}, expected {MAP_SIZE}x{MAP_SIZE} single-channel uint8; delete it and re-run run_segmentation.py")
     top = int(class_map.max())
     if top >= NUM_CLASSES:
         raise PipelineError(f"{path}: class value {top} found, class maps hold 0..{NUM_CLASSES - 1}; "
-                            f"re-run the segmentation stage for this image")
+                            f"delete it and re-run run_segmentation.py, which redoes images with missing or empty files")
     return class_map
 
 
@@ -145,7 +145,7 @@ def load_face_crop(path: Path) -> np.ndarray:
     face = load_image(path)
     if face.shape != (MAP_SIZE, MAP_SIZE, 3):
         raise PipelineError(f"{path}: face crop is {face.shape[1]}x{face.shape[0]}, expected {MAP_SIZE}x{MAP_SIZE} "
-                            f"like its class map; re-run the segmentation stage for this image")
+                            f"like its class map; delete it and re-run run_segmentation.py, which redoes images with missing or empty files")
     return face
 
 

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from common.config import dump_config
+from common.devices import check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, load_image, save_image
@@ -91,8 +92,7 @@ class SegmentationConfig:
             raise PipelineError(f"[segmentation] min_mesh_score must be in [0, 1], got {self.min_mesh_score}")
         if not 0.0 <= self.crop_enlarge <= 4.0:
             raise PipelineError(f"[segmentation] crop_enlarge must be in [0, 4], got {self.crop_enlarge}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise PipelineError(f"[segmentation] device = {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+        check_device_name(self.device, "[segmentation] device")
 
 
 @dataclass(frozen=True)
@@ -157,15 +157,6 @@ def visualise(crop: np.ndarray, class_map: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(crop, 0.5, colourise(class_map), 0.5, 0.0)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"[segmentation] device = {name!r} but CUDA is not available; use --device cpu")
-    return device
-
-
 def build_face_parser(config: SegmentationConfig, device: torch.device):
     """The profile's parser, built once; both offer parse(crops [N,224,224,3] uint8) -> [N,224,224] uint8."""
     if config.parser == "facexformer":
@@ -211,8 +202,12 @@ def write_skipped(output_dir: Path, rows: dict[int, dict]) -> None:
     atomic_write_csv(table, output_dir / SKIPPED_FILE, index=False)
 
 
+UNREADABLE = "unreadable image file"
+
+
 def is_done(output_dir: Path, img_no: int) -> bool:
-    return all(p.is_file() for p in output_paths(output_dir, img_no).values())
+    """Its three files exist and are not empty (a file deleted or emptied after damage is redone without --force)."""
+    return all(p.is_file() and p.stat().st_size > 0 for p in output_paths(output_dir, img_no).values())
 
 
 def crop_faces(mtcnn, images: list[np.ndarray], config: SegmentationConfig) -> list[np.ndarray | str]:
@@ -237,8 +232,16 @@ def plan_work(config: SegmentationConfig, force: bool = False) -> tuple[list[Inp
     images = list_input_images(resolve_repo_path(config.input_dir))
     if force:
         return images, images
-    skipped = read_skipped(output_dir)
+    # An image skipped as unreadable by an older run is tried again (it may have been repaired since).
+    skipped = {no for no, row in read_skipped(output_dir).items() if row.get("reason") != UNREADABLE}
     return images, [im for im in images if not (is_done(output_dir, im.img_no) or im.img_no in skipped)]
+
+
+def check_inputs(images: list[InputImage]) -> None:
+    """Decode every image before anything is written: a truncated, grayscale or unreadable input stops the stage
+    with one line naming it, instead of being recorded as a face-less image and silently lost."""
+    for item in tqdm(images, desc="check inputs", unit="img", leave=False, disable=len(images) < 500):
+        load_image(item.path)
 
 
 def run_segmentation(config: SegmentationConfig, force: bool = False, progress: bool = True) -> SegmentationSummary:
@@ -252,10 +255,11 @@ def run_segmentation(config: SegmentationConfig, force: bool = False, progress: 
     if not todo:
         grid = write_preview_grid(output_dir, [im.img_no for im in images], config.grid_images)
         return SegmentationSummary(0, 0, already_done, skipped_before, 0.0, output_dir, grid)
+    check_inputs(todo)
 
     start = time.perf_counter()
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
-    device = resolve_device(config.device)
+    device = choose_device(config.device)
     workers = min(config.workers, len(batches)) if device.type == "cpu" else 1
     if config.num_threads and workers == 1:
         torch.set_num_threads(config.num_threads)
@@ -313,8 +317,8 @@ class SegmentationModels:
         for item in batch:
             try:
                 loaded.append((item, load_image(item.path)))
-            except PipelineError:
-                skips.append(_skip_row(item, "unreadable image file"))
+            except PipelineError:  # checked before the run: only a file damaged while the stage runs gets here
+                skips.append(_skip_row(item, UNREADABLE))
         crops = crop_faces(self.mtcnn, [image for _, image in loaded], self.config)
         with_face = []
         for (item, _), crop in zip(loaded, crops):

@@ -186,6 +186,22 @@ def append_log(path: Path, rows: list[dict]) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def trim_log(path: Path, last_step: int) -> None:
+    """Drop log rows after `last_step` (-1: all): rows a killed run wrote past the state it resumes from, which the
+    resumed run writes again."""
+    if not path.is_file():
+        return
+    frame = pd.read_csv(path)
+    kept = frame[frame["step"] <= last_step] if "step" in frame.columns else frame.iloc[:0]
+    if len(kept) == len(frame):
+        return
+    if kept.empty:
+        path.unlink()
+        return
+    with atomic_path(path) as tmp:
+        kept.to_csv(tmp, index=False)
+
+
 def run_loop(trainer: Trainer, end_step: int, run_dir: Path, log_every: int, checkpoint_every: int,
              sample_every: int | None = None, on_log: Callable[[int, dict], None] | None = None,
              on_sample: Callable[[int, list[dict]], None] | None = None,

@@ -28,6 +28,7 @@ from common.errors import PipelineError
 from common.fileio import atomic_path, save_image
 from common.images import save_grid, to_uint8
 from common.checkpoints import load_state_strict
+from common.devices import DEVICE_HELP, check_device_name, choose_device
 from stylegan.checkpoint import read_checkpoint, select_entry
 from stylegan.stylegan_generator import StyleGANGenerator
 
@@ -61,8 +62,10 @@ class GeneratorConfig:
         "help": "labels for a label-conditioned checkpoint: zeros, normal (N(0,1) per image) or fixed"})
     label_value: list[float] = field(default_factory=list, metadata={
         "help": "the label for label_mode fixed, e.g. [0,0,2,0,0,0,0]"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
 
     def validate(self) -> None:
+        check_device_name(self.device, "[generator] device")
         if self.image_format not in ("png", "jpg"):
             raise PipelineError(f"image_format must be png or jpg, got '{self.image_format}'")
         if self.checkpoint_entry not in ("generator", "generator_smooth"):
@@ -190,10 +193,6 @@ def image_path(output_dir: Path, index: int, image_format: str) -> Path:
     return output_dir / f"{index:06d}.{image_format}"
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def build_generator(config: GeneratorConfig, device: torch.device):
     """The checkpoint's generator, strictly loaded; label-conditioned when it has `mapping.label_weight`."""
     path = resolve_repo_path(config.checkpoint)
@@ -221,7 +220,7 @@ def generate_images(generator, latents: ImageLatents, config: GeneratorConfig, d
 def run_generation(config: GeneratorConfig, force: bool = False, device: torch.device | None = None,
                    progress: bool = True) -> dict:
     """Generate the missing images of the run, then (re)write latents.npz; returns a summary."""
-    device = device or default_device()
+    device = choose_device(config.device if device is None else device)
     output_dir = resolve_repo_path(config.output_dir)
     generator = build_generator(config, device)
     _check_previous_run(output_dir, config, force)

@@ -43,12 +43,14 @@ import torch
 import torch.nn as nn
 
 from common.checkpoints import load_state_strict, read_weights, save_weights
-from common.config import dump_config, resolve_repo_path
+from common.config import dump_config
+from common.paths import repo_relative, resolve_repo_path
+from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
 from common.fileio import atomic_write_text, load_image
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import load_generator, read_checkpoint, save_checkpoint, select_entry
-from stylegan.gan_trainer import (LOG_FILE, STATE_FILE, W_SPREAD_KINDS, append_log, discriminator_step, ema_beta,
+from stylegan.gan_trainer import (LOG_FILE, STATE_FILE, W_SPREAD_KINDS, append_log, trim_log, discriminator_step, ema_beta,
                                   frozen_requires_grad, generator_adversarial_loss, plot_log_curves, real_fake_auroc,
                                   restore_rng_state, rng_state, run_loop, update_ema, w_spread_penalty)
 from stylegan.stylegan_discriminator import StyleGANDiscriminator
@@ -135,8 +137,10 @@ class FineTuneConfig:
     run_dir: str = "runs/fine_tuning_v1"
     export_generator: str = "stylegan_modified/stylegan_gen_fine_tuned_v1.pth"
     export_discriminator: str = "stylegan_modified/stylegan_dis_fine_tuned_v1.pth"
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
 
     def validate(self) -> None:
+        check_device_name(self.device, "[fine_tuning] device")
         if self.version not in VERSIONS:
             raise PipelineError(f"[fine_tuning] version must be one of {', '.join(VERSIONS)}, got '{self.version}'")
         if self.init_entry not in ("generator", "generator_smooth"):
@@ -598,11 +602,13 @@ def load_geometry(log: Callable[[str], None] = print):
 
 
 def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] | None = None, force: bool = False,
-                    device: str = "cpu", progress: bool = True, max_new_steps: int | None = None,
+                    device: str | None = None, progress: bool = True, max_new_steps: int | None = None,
                     log: Callable[[str], None] = print, geometry="load") -> RunSummary:
     """Train (resuming from run_dir unless `force`) until max_steps or max_minutes, then export.
     `classifiers=None` loads the config's monitor ensembles (after the dataset, so its errors come first);
-    `geometry="load"` the landmark model of the variety monitor (when monitor_variety), None: no geometric SDs."""
+    `geometry="load"` the landmark model of the variety monitor (when monitor_variety), None: no geometric SDs.
+    `device` None: the config's (common/devices.py; auto = cuda when available)."""
+    device = choose_device(config.device if device is None else device)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     run_dir = resolve_repo_path(config.run_dir)
@@ -621,6 +627,7 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
     if state_path.is_file():
         trainer.load_state_dict(read_weights(state_path), str(state_path))
         log(f"resuming {config.version} at step {trainer.step_index} ({trainer.train_seconds / 60:.1f} min trained)")
+    trim_log(run_dir / LOG_FILE, trainer.step_index if state_path.is_file() else -1)
     end = config.max_steps if max_new_steps is None else min(config.max_steps, trainer.step_index + max_new_steps)
     budget = config.max_minutes * 60.0
 
@@ -655,7 +662,7 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
     last = pd.read_csv(log_path).iloc[-1].to_dict() if log_path.is_file() else {}
     atomic_write_text(run_dir / "summary.json", json.dumps(
         {"step": trainer.step_index, "train_seconds": round(trainer.train_seconds, 1), "images": len(dataset.img_nos),
-         "finished": finished, "exported": [str(p) for p in exported]}, indent=2) + "\n")
+         "finished": finished, "exported": [repo_relative(p) for p in exported]}, indent=2) + "\n")
     return RunSummary(trainer.step_index, finished, trainer.train_seconds, len(dataset.img_nos), run_dir, exported,
                       last)
 

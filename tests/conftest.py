@@ -1,3 +1,5 @@
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,3 +26,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+QUICK_TIMEOUT_S = 1200  # the embedded quick run takes ~6 min on 2 idle cores
+
+
+def run_quick_pipeline(root: Path, *extra: str, timeout: float = QUICK_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """`run_pipeline.py --quick --output-root root` as a user runs it (its own process group)."""
+    return subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "--quick", "--output-root", str(root),
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("OHLORA_")})
+
+
+@pytest.fixture(scope="session")
+def quick_embedded_root(tmp_path_factory) -> Path:
+    """One uninterrupted quick run of the embedded profile, shared by the tests that read its outputs."""
+    root = tmp_path_factory.mktemp("quick_embedded")
+    done = run_quick_pipeline(root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root

@@ -234,7 +234,7 @@ def test_export_kept_hardlinks_and_drops_stale_images(tmp_path):
     for i in range(3):
         path = tmp_path / "src" / f"{i:06d}.png"
         path.parent.mkdir(exist_ok=True)
-        path.write_bytes(bytes([i]) * 10)
+        save_image(np.full((8, 8, 3), i, np.uint8), path)  # real images: every kept image is decoded first
         sources.append(path)
     out = tmp_path / "filtered"
     out.mkdir()

@@ -77,11 +77,17 @@ def read_direction(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"direction file {path} not found: run run_vectorfind.py (stage 8) first")
-    frame = pd.read_csv(path, index_col=0)
-    if frame.shape[0] < 1 or frame.shape[1] != W_DIM:
-        raise PipelineError(f"{path}: expected one row of {W_DIM} values (columns 0..{W_DIM - 1}), "
-                            f"got shape {frame.shape}; re-run run_vectorfind.py --force")
-    return frame.iloc[0].to_numpy(np.float32)
+    try:
+        frame = pd.read_csv(path, index_col=0)
+        vector = frame.iloc[0].to_numpy(np.float32) if frame.shape == (1, W_DIM) else None
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        frame, vector = None, None
+    if vector is None or not np.isfinite(vector).all():
+        found = "non-numbers or NaN" if frame is not None and frame.shape == (1, W_DIM) else \
+            f"shape {None if frame is None else frame.shape}"
+        raise PipelineError(f"{path}: expected one row of {W_DIM} finite numbers (columns 0..{W_DIM - 1}), "
+                            f"got {found}; re-run run_vectorfind.py --force (stage 8)")
+    return vector
 
 
 def load_directions(vectors_dir: str | Path, group: str) -> dict[str, np.ndarray]:

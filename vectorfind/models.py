@@ -103,9 +103,3 @@ def module_scorer(model: nn.Module, batch_size: int, score_fn=None) -> Scorer:
     return score
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("--device cuda: no CUDA device here; use --device cpu or auto")
-    return torch.device(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.devices import DEVICE_HELP, check_device_name
 from common.errors import PipelineError
 
 ORIENTATIONS = ("more", "original")
@@ -23,7 +24,7 @@ class VectorFindConfig:
     output_dir: str = "vectorfind/v8"
     medians_dir: str = field(default="vectorfind/v8_property_scores", metadata={
         "help": "property_scores_{sampled,mean_and_median}.csv (the grouping medians)"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     seed: int = field(default=0, metadata={"help": "sample i's latent depends on (seed, i) only"})
     num_samples: int = 40000
@@ -75,7 +76,8 @@ class VectorFindConfig:
     def validate(self) -> None:
         choices = {"orientation": ORIENTATIONS, "direction_kind": DIRECTION_KINDS, "label_source": LABEL_SOURCES,
                    "pose_measure": POSE_MEASURES,
-                   "median_source": MEDIAN_SOURCES, "edit_unit": EDIT_UNITS, "device": ("auto", "cpu", "cuda")}
+                   "median_source": MEDIAN_SOURCES, "edit_unit": EDIT_UNITS}
+        check_device_name(self.device, "[vectorfind] device")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise PipelineError(f"[vectorfind] {name} must be one of {', '.join(allowed)}, "

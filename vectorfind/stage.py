@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from common.config import config_to_dict, dump_config, resolve_repo_path
+from common.devices import choose_device
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text
 from vectorfind.directions import (GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, direction_path,
@@ -31,7 +32,7 @@ from vectorfind.directions import (GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERT
 from vectorfind.evaluation import EvaluationSettings, edit_grid, edited_image_path, evaluate, read_cases
 from vectorfind.landmarks import (grade_with_landmarks, landmark_scores, load_sample_geometry,
                                   measure_sample_geometry)
-from vectorfind.models import (Scorer, choose_generator, load_chosen_generator, pick_device,
+from vectorfind.models import (Scorer, choose_generator, load_chosen_generator,
                                property_cnn_scorer)
 from vectorfind.sampling import (distributed_rank_world, file_digest, load_samples, run_fingerprint,
                                  sample_shards, wait_for_all)
@@ -76,7 +77,7 @@ def build_context(config: VectorFindConfig, progress: bool = True) -> Context:
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     rank, world = distributed_rank_world()
-    device = pick_device(config.device)
+    device = choose_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     choice = choose_generator(config.generator, config.profile)
