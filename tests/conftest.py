@@ -40,7 +40,12 @@ def run_quick_pipeline(root: Path, *extra: str, timeout: float = QUICK_TIMEOUT_S
 
 @pytest.fixture(scope="session")
 def quick_embedded_root(tmp_path_factory) -> Path:
-    """One uninterrupted quick run of the embedded profile, shared by the tests that read its outputs."""
+    """One uninterrupted quick run of the embedded profile, shared by the tests that read its outputs.
+    TEST_QUICK_ROOT=DIR reuses a finished quick run instead (while working on these tests; the bad-input cases damage
+    its files and restore them)."""
+    given = os.environ.get("TEST_QUICK_ROOT")
+    if given:
+        return Path(given).resolve()
     root = tmp_path_factory.mktemp("quick_embedded")
     done = run_quick_pipeline(root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -111,6 +111,32 @@ def test_stage_resumes_and_force_redoes(input_dir, tmp_path):
     assert not list(out.glob(".*.tmp*")), "no temporary files are left behind"
 
 
+def test_damaged_inputs_stop_before_writing_and_repairs_need_no_force(input_dir, tmp_path):
+    from common.errors import PipelineError
+    from segmentation.segmentation_stage import UNREADABLE, write_skipped
+
+    config = make_config(input_dir, tmp_path)
+    out = tmp_path / "segmentation_results"
+    # a truncated input stops the stage before anything is written
+    victim = input_dir / f"{FACE_NUMBERS[0]:06d}.png"
+    good = victim.read_bytes()
+    victim.write_bytes(good[:len(good) // 2])
+    with pytest.raises(PipelineError, match=f"{victim.name}: missing, truncated"):
+        run_segmentation(config, progress=False)
+    assert not out.exists() or not any(out.iterdir())
+    victim.write_bytes(good)
+    run_segmentation(config, progress=False)
+    # an emptied output (a full disk in an older version, a user's repair) is redone by a plain re-run
+    emptied = output_paths(out, FACE_NUMBERS[1])["parsing"]
+    emptied.write_bytes(b"")
+    assert run_segmentation(config, progress=False).parsed == 1 and emptied.stat().st_size > 0
+    # an image an older run listed as unreadable is tried again once it reads
+    output_paths(out, FACE_NUMBERS[2])["face"].unlink()
+    write_skipped(out, {FACE_NUMBERS[2]: {"img_no": FACE_NUMBERS[2], "img_path": "x.png", "reason": UNREADABLE}})
+    again = run_segmentation(config, progress=False)
+    assert again.parsed == 1 and FACE_NUMBERS[2] not in pd.read_csv(out / SKIPPED_FILE)["img_no"].tolist()
+
+
 def test_two_worker_processes_write_the_same_files_as_one(input_dir, tmp_path):
     one = run_segmentation(make_config(input_dir, tmp_path / "one"), progress=False)
     two = run_segmentation(make_config(input_dir, tmp_path / "two", workers=2), progress=False)
