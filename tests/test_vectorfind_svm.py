@@ -88,3 +88,21 @@ def test_projection_of_a_dependent_vector_is_refused():
     v = np.array([1.0, 0.0, 0.0], np.float32)
     with pytest.raises(PipelineError, match="span"):
         project_off(v, [np.array([2.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])])
+
+
+def test_a_conditional_direction_in_the_span_of_the_others_falls_back_to_the_plain_one():
+    from vectorfind.directions import GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES
+    from vectorfind.svm import conditional_directions
+
+    rng = np.random.default_rng(0)
+    group = GROUP_NAMES[0]
+    same = rng.standard_normal(16).astype(np.float32)  # two properties whose SVMs coincide (a tiny group)
+    plain = {(p, group): same if k < 2 else rng.standard_normal(16).astype(np.float32)
+             for k, p in enumerate(TARGET_PROPERTIES)}
+    attributes = {a: rng.standard_normal(16).astype(np.float32) for a in GROUP_PROPERTIES}
+    lines = []
+    conditional = conditional_directions(plain, attributes, log=lines.append)
+    first, second, third = TARGET_PROPERTIES
+    assert conditional[(first, group)] is plain[(first, group)] and conditional[(second, group)] is plain[(second, group)]
+    assert abs(float(conditional[(third, group)] @ plain[(first, group)])) < 1e-5  # projected as usual
+    assert len(lines) == 1 and "plain direction stands in" in lines[0] and f"{first}/{group}" in lines[0]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from common.errors import PipelineError
+from common.errors import PipelineError, log_line
 from vectorfind.directions import GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, score_column
 
 DUAL_MAX_SAMPLES = 2000
@@ -120,7 +120,7 @@ class DirectionSet:
 
 def fit_directions(w: np.ndarray, scores: np.ndarray, medians: dict[str, float], ratio: float = 0.2,
                    fraction: float = 0.8, split_seed: int = 2025, random_state: int = 2025, jobs: int = 1,
-                   pooled: bool = False) -> DirectionSet:
+                   pooled: bool = False, log=log_line) -> DirectionSet:
     """One LinearSVC per (target property, group) plus one per grouping attribute on the whole sample.
 
     pooled: one LinearSVC per target property on the whole sample, used for every group (for labels that
@@ -175,10 +175,27 @@ def fit_directions(w: np.ndarray, scores: np.ndarray, medians: dict[str, float],
                             "valid_accuracy": float((part.valid_accuracy * part.n_valid).sum()
                                                     / max(part.n_valid.sum(), 1))})
     accuracy = pd.concat([accuracy, pd.DataFrame(pooled_rows)], ignore_index=True)
-    conditional = {(p, g): project_off(plain[(p, g)], [plain[(q, g)] for q in TARGET_PROPERTIES if q != p]
-                                       + [attributes[a] for a in GROUP_PROPERTIES])
-                   for p, g in plain}
-    return DirectionSet(plain, conditional, attributes, accuracy)
+    return DirectionSet(plain, conditional_directions(plain, attributes, log), attributes, accuracy)
+
+
+def conditional_directions(plain: dict[tuple[str, str], np.ndarray], attributes: dict[str, np.ndarray],
+                           log=log_line) -> dict[tuple[str, str], np.ndarray]:
+    """Each plain direction projected off its group's other two and the grouping attributes' directions. Where that
+    leaves nothing (the direction lies in their span: in a group of a few samples two properties can pick the same
+    top and bottom faces, so their SVMs coincide) the plain direction stands in, and one line says which."""
+    conditional, fallback = {}, []
+    for p, g in plain:
+        try:
+            conditional[(p, g)] = project_off(plain[(p, g)], [plain[(q, g)] for q in TARGET_PROPERTIES if q != p]
+                                              + [attributes[a] for a in GROUP_PROPERTIES])
+        except PipelineError:
+            conditional[(p, g)] = plain[(p, g)]
+            fallback.append(f"{p}/{g}")
+    if fallback:
+        log(f"conditional directions: {len(fallback)} of {len(plain)} lie in the span of their group's other "
+            f"directions (too few samples per group to tell them apart; sample more): the plain direction stands "
+            f"in for {', '.join(fallback)}")
+    return conditional
 
 
 def project_off(vector: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
