@@ -41,7 +41,7 @@ from common.config import dump_config
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError, log_line
-from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image, load_images
+from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image, load_images, read_csv_checked
 from common.images import make_grid
 from common.workers import spawned_pool
 
@@ -193,10 +193,7 @@ def read_labels(path: Path, id_column: str = "img_name",
                 label_columns: tuple[str, ...] = ("quality", "gender")) -> pd.DataFrame:
     """The label file as img_name + label_columns (ints 0/1), plus label_source if present; the id
     column is renamed to img_name inside the stage."""
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); fix or delete it") from None
+    frame = read_csv_checked(path, "fix it, or delete it to have the annotator write it again (embedded)")
     required = (id_column, *label_columns)
     missing = [c for c in required if c not in frame.columns]
     if missing:

@@ -87,3 +87,31 @@ def load_images(paths: list[Path], resolution: int, progress: bool = False) -> n
     for i, path in enumerate(tqdm(paths, desc="load images", unit="img", disable=not progress, leave=False)):
         out[i] = load_image(path, resolution)
     return out
+
+
+def read_csv_checked(path: str | Path, fix: str, **kwargs):
+    """A CSV another stage (or a person) wrote, as a DataFrame; a missing, empty, unreadable file or one cut in the
+    middle of a row (every CSV this project writes ends with a line end) is a one-line PipelineError naming the file
+    and `fix` (what to do, e.g. "re-run compute_property_scores.py (stage 4)")."""
+    import pandas as pd
+
+    from common.errors import PipelineError
+
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; {fix}")
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size:
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+    if size == 0:
+        raise PipelineError(f"{path}: empty file; {fix}")
+    if last not in (b"\n", b"\r"):
+        raise PipelineError(f"{path}: cut in the middle of a row (no line end at the end: it was not written "
+                            f"completely); {fix}")
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); {fix}") from None

@@ -32,7 +32,7 @@ from common.config import dump_config
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError, log_line
-from common.fileio import atomic_path, atomic_write_csv, atomic_write_text
+from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, read_csv_checked
 from common.fileio import load_images as load_rgb_images
 from common.training_loop import LoopSettings, seeded_split
 from property_score_cnn.models import SEVEN_NAMES, SUPPORTED_RESOLUTIONS, build_model, merge_models
@@ -129,10 +129,7 @@ def read_scores_csv(path: Path, names: tuple[str, ...], producer: str) -> pd.Dat
     """img_no and the `{name}_score` columns of a stage-4 CSV, checked; any problem is one line."""
     if not path.is_file():
         raise PipelineError(f"{path}: scores file not found; run {producer} first (or pass the file's path)")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); re-run {producer}") from None
+    frame = read_csv_checked(path, f"re-run {producer}")
     columns = ["img_no", *(f"{n}_score" for n in names)]
     missing = [c for c in columns if c not in frame.columns]
     if missing:

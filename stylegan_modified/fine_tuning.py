@@ -47,7 +47,7 @@ from common.config import dump_config
 from common.paths import repo_relative, resolve_repo_path
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
-from common.fileio import atomic_write_text, load_image
+from common.fileio import atomic_write_text, load_image, read_csv_checked
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import load_generator, read_checkpoint, save_checkpoint, select_entry
 from stylegan.gan_trainer import (LOG_FILE, STATE_FILE, W_SPREAD_KINDS, append_log, trim_log, discriminator_step, ema_beta,
@@ -207,10 +207,7 @@ def read_label_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path}: labels CSV not found; run compute_property_scores.py (stage 4) or pass "
                             f"--labels-csv")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not a readable CSV ({type(exc).__name__}); re-run stage 4") from None
+    frame = read_csv_checked(path, "re-run compute_property_scores.py (stage 4)")
     missing = [c for c in ("img_no", *PROPERTY_COLUMNS) if c not in frame.columns]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}; expected img_no and "

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from common.fileio import save_image
+from common.pipeline import DEMO_STEPS
 from tests.conftest import ROOT
 
 BOOKKEEPING = ("reports/", ".ohlora.lock")
@@ -47,28 +49,30 @@ def cut_mid_row(path: Path) -> None:
     path.write_text("".join(lines[:3]) + lines[3][:len(lines[3]) // 2])
 
 
-def renamed_column(path: Path) -> None:
-    """The last column renamed (an edited header)."""
+def renamed_column(path: Path, column: int = -1) -> None:
+    """A column renamed (an edited header); the last one unless `column` says which."""
     lines = path.read_text().splitlines(keepends=True)
     header = lines[0].rstrip("\n").split(",")
-    header[-1] = header[-1] + "_renamed"
+    header[column] = header[column] + "_renamed"
     path.write_text(",".join(header) + "\n" + "".join(lines[1:]))
 
 
-def not_a_number(path: Path) -> None:
-    """The last cell of the first data row replaced by text."""
+def replaced_cell(path: Path, value: str, column: int = -1) -> None:
+    """One cell of the first data row replaced (the last column unless `column` says which)."""
     lines = path.read_text().splitlines(keepends=True)
     row = lines[1].rstrip("\n").split(",")
-    row[-1] = "abc"
+    row[column] = value
     path.write_text(lines[0] + ",".join(row) + "\n" + "".join(lines[2:]))
 
 
-def nan_value(path: Path) -> None:
-    """The last cell of the first data row replaced by NaN (a value outside its range)."""
-    lines = path.read_text().splitlines(keepends=True)
-    row = lines[1].rstrip("\n").split(",")
-    row[-1] = "nan"
-    path.write_text(lines[0] + ",".join(row) + "\n" + "".join(lines[2:]))
+def not_a_number(path: Path, column: int = -1) -> None:
+    """Text where a number belongs."""
+    replaced_cell(path, "abc", column)
+
+
+def nan_value(path: Path, column: int = -1) -> None:
+    """NaN where a finite number belongs (a value outside its range)."""
+    replaced_cell(path, "nan", column)
 
 
 def wrong_size(path: Path) -> None:
@@ -126,17 +130,23 @@ MERGED = fixed("property_score_cnn/models/ohlora_v3_merged_property_cnn.pth")
 DIRECTION = fixed("vectorfind/v8/property_score_vectors/eyes_change_w_vector_hhhh.csv")
 V8_SCORES = fixed("segmentation/property_score_results_v8/all_scores_ohlora_v3.csv")
 
+V8_GENERATE = next(("run_original_generator.py", *step.args, "--force") for step in DEMO_STEPS
+                   if step.name == "7_v8_generate")
+
 CASES = (
     # stage 2: the stage-1 images and the labels
     Case("2-image-truncated", ("run_cnn.py",), kept_stage1_image, truncated, "truncated"),
     Case("2-image-wrong-size", ("run_cnn.py",), kept_stage1_image, wrong_size, "expects 64x64"),
     Case("2-labels-empty", ("run_cnn.py",), LABELS, empty),
     Case("2-labels-cut-mid-row", ("run_cnn.py",), LABELS, cut_mid_row),
-    Case("2-labels-renamed-column", ("run_cnn.py",), LABELS, renamed_column),
-    Case("2-labels-not-a-number", ("run_cnn.py",), LABELS, not_a_number),
+    # (the labels' last column, label_source, is optional: the damage goes to `quality`, the second)
+    Case("2-labels-renamed-column", ("run_cnn.py",), LABELS, partial(renamed_column, column=1), "missing column"),
+    Case("2-labels-not-a-number", ("run_cnn.py",), LABELS, partial(not_a_number, column=1), "expected 0 or 1"),
     # stage 3: the kept images
     Case("3-image-truncated", ("run_segmentation.py", "--force"), first("stylegan/synthesize_results_filtered/*.png"),
          truncated, "truncated"),
+    Case("3-image-empty", ("run_segmentation.py", "--force"), first("stylegan/synthesize_results_filtered/*.png"),
+         empty),
     Case("3-image-grayscale", ("run_segmentation.py", "--force"), first("stylegan/synthesize_results_filtered/*.png"),
          grayscale, "expected 8-bit RGB"),
     # stage 4: the parse maps and face crops
@@ -152,14 +162,17 @@ CASES = (
     Case("5-scores-not-a-number", ("run_property_score_cnn.py", "--model", "seven"), SCORES_V2, not_a_number),
     Case("5-hairstyle-scores-nan", ("run_property_score_cnn.py", "--model", "hairstyle"), V8_SCORES, nan_value),
     # stage 6: FineTune-v8 starts from FineTune-v1
+    Case("6-v1-missing", ("run_stylegan_fine_tuning.py", "--version", "v8", "--force"), V1, missing),
     Case("6-v1-truncated", ("run_stylegan_fine_tuning.py", "--version", "v8", "--force"), V1, truncated),
     Case("6-v1-other-layout", ("run_stylegan_fine_tuning.py", "--version", "v8", "--force"), V1, other_layout),
-    # stage 7: the v8 dataset samples FineTune-v1
-    Case("7-v1-missing", ("run_original_generator.py", "--stage", "v8_dataset", "--force"), V1, missing),
-    Case("7-v1-other-layout", ("run_original_generator.py", "--stage", "v8_dataset", "--force"), V1, other_layout),
+    # stage 7: the v8 dataset samples FineTune-v1 (the pipeline's command)
+    Case("7-v1-missing", V8_GENERATE, V1, missing),
+    Case("7-v1-truncated", V8_GENERATE, V1, truncated),
+    Case("7-v1-other-layout", V8_GENERATE, V1, other_layout),
     # stages 8-9: FineTune-v8 and the merged property CNN
     Case("8-v8-truncated", ("run_vectorfind.py",), V8, truncated),
     Case("8-v8-other-layout", ("run_vectorfind.py",), V8, other_layout),
+    Case("8-merged-cnn-missing", ("run_vectorfind.py",), MERGED, missing),
     Case("8-merged-cnn-empty", ("run_vectorfind.py",), MERGED, empty),
     Case("8-merged-cnn-other-layout", ("run_vectorfind.py",), MERGED, other_layout),
     # the app: its generator and direction files

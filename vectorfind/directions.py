@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from common.errors import PipelineError
-from common.fileio import atomic_write_csv
+from common.fileio import atomic_write_csv, read_csv_checked
 
 # Output order of the merged 8-output property CNN.
 from property_score_cnn import PROPERTY_NAMES as SCORE_NAMES
@@ -77,11 +77,11 @@ def read_direction(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"direction file {path} not found: run run_vectorfind.py (stage 8) first")
+    frame = read_csv_checked(path, "re-run run_vectorfind.py --force (stage 8)", index_col=0)
     try:
-        frame = pd.read_csv(path, index_col=0)
         vector = frame.iloc[0].to_numpy(np.float32) if frame.shape == (1, W_DIM) else None
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        frame, vector = None, None
+    except ValueError:
+        vector = None
     if vector is None or not np.isfinite(vector).all():
         found = "non-numbers or NaN" if frame is not None and frame.shape == (1, W_DIM) else \
             f"shape {None if frame is None else frame.shape}"
