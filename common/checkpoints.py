@@ -59,5 +59,11 @@ def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], so
 
 
 def save_weights(path: str | Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through a temporary file; a failed write (torch reports a full disk as a RuntimeError of its
+    zip writer) is a one-line PipelineError and leaves no file behind."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as exc:  # torch's zip writer: what it reports when a write fails (objects fail as TypeError)
+        raise PipelineError(f"{path}: could not write ({str(exc).splitlines()[0]}); free disk space or choose a "
+                            f"writable --output-root, then run the same command again to resume") from None
