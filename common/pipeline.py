@@ -42,8 +42,6 @@ class Step:
         return [python, str(REPO_ROOT / self.script), "--profile", profile, *self.args, *run_args]
 
 
-V1_GENERATOR = "stylegan_modified/stylegan_gen_fine_tuned_v1.pth"
-
 # The demo order: stage 5's hairstyle CNN learns from the v8 dataset's hairstyle scores, so it (and the merged
 # model) come after stage 7; FineTune-v8 needs the v8 dataset; VectorFind searches v8's w space.
 DEMO_STEPS: tuple[Step, ...] = (
@@ -55,8 +53,7 @@ DEMO_STEPS: tuple[Step, ...] = (
     Step("4_scores_hairstyle", "4 property scores", "compute_property_scores.py", ("--algorithm", "hairstyle")),
     Step("5_property_cnn_seven", "5 property CNNs", "run_property_score_cnn.py", ("--model", "seven")),
     Step("6_fine_tune_v1", "6 fine-tuning", "run_stylegan_fine_tuning.py", ("--version", "v1")),
-    Step("7_v8_generate", "7 v8 dataset", "run_original_generator.py",
-         ("--stage", "v8_dataset", "--checkpoint", V1_GENERATOR, "--label-mode", "normal")),
+    Step("7_v8_generate", "7 v8 dataset", "run_original_generator.py", ("--stage", "v8_dataset")),
     Step("7_v8_cnn_filter", "7 v8 dataset", "run_cnn.py", ("--stage", "v8_dataset")),
     Step("7_v8_segmentation", "7 v8 dataset", "run_segmentation.py", ("--stage", "v8_dataset")),
     Step("7_v8_hairstyle", "7 v8 dataset", "compute_property_scores.py", ("--stage", "v8_dataset")),

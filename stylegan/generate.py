@@ -86,6 +86,8 @@ class GeneratorConfig:
         return dict(resolution=self.resolution, fmaps_base=self.fmaps_base, fmaps_max=self.fmaps_max)
 
     def checkpoint_hint(self) -> str:
+        if "fine_tuned" in Path(self.checkpoint).name:  # the v8 dataset samples FineTune-v1
+            return "run `run_stylegan_fine_tuning.py --version v1` (stage 6) first, or pass --checkpoint"
         return CELEBA_CHECKPOINT_HINT if self.profile == "celeba256" else EMBEDDED_CHECKPOINT_HINT
 
 
