@@ -20,7 +20,6 @@ import hashlib
 import json
 import filecmp
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,13 +40,12 @@ from common.config import dump_config
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError, log_line
-from common.fileio import atomic_path, atomic_write_csv, atomic_write_text, load_image, load_images, read_csv_checked
+from common.fileio import IMAGE_NAME, atomic_path, atomic_write_csv, atomic_write_text, load_image, load_images, read_csv_checked
 from common.images import make_grid
 from common.workers import spawned_pool
 
 LABEL_ID = "img_name"  # the id column's name inside the stage, whatever the labels file calls it
 ANNOTATOR_SOURCE = "annotator"
-IMAGE_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 TRAIN_LOG_COLUMNS = ("fold_no", "success", "min_val_loss", "total_epochs", "best_epoch", "elapsed_time (s)",
                      "val_loss_list", "attempt", "seed", "val_auroc", "kept")
 MODEL_INFO_FILE = "model_info.json"

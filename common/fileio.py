@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+# A generated image of stage 1 (and of the v8 dataset): its number, zero-padded, and the format.
+IMAGE_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 
 
 @contextlib.contextmanager

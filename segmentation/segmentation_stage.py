@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from common.config import dump_config
 from common.devices import check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
-from common.fileio import atomic_write_csv, load_image, save_image
+from common.fileio import IMAGE_NAME, atomic_write_csv, load_image, save_image
 from common.images import make_grid
 from common.workers import spawned_pool
 from segmentation.face_detection import CROP_SIZE, create_mtcnn, crop_face, detect_largest_faces
@@ -45,7 +44,6 @@ PARSERS = ("mesh", "facexformer")
 CONFIG_FILE = "segmentation_config.json"
 SKIPPED_FILE = "skipped_images.csv"
 SKIPPED_COLUMNS = ["img_no", "img_path", "reason"]
-IMAGE_PATTERN = re.compile(r"^(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 NUM_CLASSES = 11
 # RGB colour of each class 0..10 in the visualisations (the original's table).
 CLASS_COLOURS = np.array([(0, 0, 0), (0, 153, 255), (102, 255, 153), (0, 204, 153), (255, 255, 102),
@@ -133,7 +131,7 @@ def list_input_images(input_dir: Path) -> list[InputImage]:
                             f"the filtered images there")
     images: dict[int, Path] = {}
     for entry in sorted(os.scandir(input_dir), key=lambda e: e.name):
-        match = IMAGE_PATTERN.match(entry.name)
+        match = IMAGE_NAME.match(entry.name)
         if not match or not entry.is_file():
             continue
         img_no = int(match.group(1))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from common.config import dump_config, resolve_repo_path
 from common.errors import PipelineError
-from common.fileio import atomic_path, save_image
+from common.fileio import IMAGE_NAME, atomic_path, save_image
 from common.images import save_grid, to_uint8
 from common.checkpoints import load_state_strict
 from common.devices import DEVICE_HELP, check_device_name, choose_device
@@ -227,6 +227,12 @@ def run_generation(config: GeneratorConfig, force: bool = False, device: torch.d
     generator = build_generator(config, device)
     _check_previous_run(output_dir, config, force)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if force:  # images of an earlier, larger run (or in another format) would be read by stage 2 as this run's
+        for path in output_dir.iterdir():
+            match = IMAGE_NAME.match(path.name)
+            if match and (int(match.group(1)) >= config.num_images or path != image_path(output_dir, int(
+                    match.group(1)), config.image_format)):
+                path.unlink()
     dump_config(config, output_dir / CONFIG_FILE)
 
     todo = [i for i in range(config.num_images)

@@ -100,6 +100,16 @@ def test_changing_the_seed_in_a_used_folder_needs_force(tmp_path, tiny_checkpoin
     assert summary["generated"] == 6
 
 
+def test_force_with_fewer_images_or_another_format_clears_the_stale_ones(tmp_path, tiny_checkpoint):
+    run_generation(make_config(tmp_path, tiny_checkpoint), device=torch.device("cpu"), progress=False)
+    out = tmp_path / "out"
+    (out / "notes.txt").write_text("not an image of the stage")
+    run_generation(make_config(tmp_path, tiny_checkpoint, num_images=3, image_format="jpg"), force=True,
+                   device=torch.device("cpu"), progress=False)
+    images = sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".jpg"))
+    assert images == ["000000.jpg", "000001.jpg", "000002.jpg"] and (out / "notes.txt").is_file()
+
+
 def test_style_mixing_choices_are_seeded_per_image():
     a = sample_latents(1, range(50), 8, 10, 0.9)
     b = sample_latents(1, [7], 8, 10, 0.9)
