@@ -56,7 +56,7 @@ def choose_generator(explicit: str, profile: str) -> GeneratorChoice:
     state = read_checkpoint(path, hint)
     entry = base.checkpoint_entry if path == resolve_repo_path(base.checkpoint) else "generator"
     if not isinstance(state.get(entry), dict):
-        entry = next(e for e in ("generator", "generator_smooth") if isinstance(state.get(e), dict))
+        entry = next((e for e in ("generator", "generator_smooth") if isinstance(state.get(e), dict)), entry)
     weights = select_entry(state, entry, path)
     label_weight = weights.get("mapping.label_weight")
     label_size = int(label_weight.shape[0]) if isinstance(label_weight, torch.Tensor) else 0
