@@ -75,6 +75,16 @@ def nan_value(path: Path, column: int = -1) -> None:
     replaced_cell(path, "nan", column)
 
 
+def nan_in_arrays(path: Path) -> None:
+    """An .npz whose scores hold a NaN (a sample shard damaged by hand or by a bug)."""
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["scores"] = arrays["scores"].copy()
+    arrays["scores"].flat[0] = np.nan
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def wrong_size(path: Path) -> None:
     """An image of half the size (another profile's image)."""
     from PIL import Image
@@ -172,6 +182,8 @@ CASES = (
     # stages 8-9: FineTune-v8 and the merged property CNN
     Case("8-v8-truncated", ("run_vectorfind.py",), V8, truncated),
     Case("8-v8-other-layout", ("run_vectorfind.py",), V8, other_layout),
+    Case("8-sample-shard-nan", ("run_vectorfind.py",), first("vectorfind/v8/samples/shard_*.npz"), nan_in_arrays,
+         "not finite"),
     Case("8-merged-cnn-missing", ("run_vectorfind.py",), MERGED, missing),
     Case("8-merged-cnn-empty", ("run_vectorfind.py",), MERGED, empty),
     Case("8-merged-cnn-other-layout", ("run_vectorfind.py",), MERGED, other_layout),
