@@ -8,6 +8,9 @@ API (small on purpose; every loader in the project goes through it):
 * `load_state_strict(module, state_dict, source)` -> strict `load_state_dict`; on a mismatch one `PipelineError`
   line names the missing, unexpected and wrong-shape keys (first three of each) and `source`.
 * `save_weights(path, obj)` -> `torch.save` through a temp file then rename, so a killed writer leaves no half file.
+  `skip_identical=True` leaves a file that already holds exactly `obj`'s tensors alone: torch.save writes different
+  bytes for the same tensors each time, and later stages fingerprint a model file by its bytes (VectorFind's shards),
+  so re-exporting a finished model must not touch it.
 """
 
 from __future__ import annotations
@@ -58,12 +61,36 @@ def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], so
     module.load_state_dict(state_dict, strict=True)
 
 
-def save_weights(path: str | Path, obj) -> None:
+def _same_content(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same_content(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.detach().cpu(), b)
+    return type(a) is type(b) and not isinstance(a, (dict, torch.Tensor)) and a == b
+
+
+def same_weights(path: str | Path, obj) -> bool:
+    """Whether `path` is a weights file holding exactly `obj` (same keys in order, dtypes, shapes and values)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        existing = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable means "not this content"
+        return False
+    return _same_content(obj, existing)
+
+
+def save_weights(path: str | Path, obj, skip_identical: bool = False) -> bool:
     """torch.save through a temporary file; a failed write (torch reports a full disk as a RuntimeError of its
-    zip writer) is a one-line PipelineError and leaves no file behind."""
+    zip writer) is a one-line PipelineError and leaves no file behind. Returns False when `skip_identical` found
+    the same content already there (nothing written)."""
+    if skip_identical and same_weights(path, obj):
+        return False
     try:
         with atomic_path(path) as tmp:
             torch.save(obj, tmp)
     except RuntimeError as exc:  # torch's zip writer: what it reports when a write fails (objects fail as TypeError)
         raise PipelineError(f"{path}: could not write ({str(exc).splitlines()[0]}); free disk space or choose a "
                             f"writable --output-root, then run the same command again to resume") from None
+    return True

@@ -442,7 +442,7 @@ def run_merge(config: PropertyCnnConfig, log=log_line) -> ModelOutcome:
     merged = merge_models(seven, hairstyle)
     check_merged(merged, seven, hairstyle, seed=config.seed)
     path = config.model_path("merged")
-    save_weights(path, merged.state_dict())
+    save_weights(path, merged.state_dict(), skip_identical=True)  # same bytes on a re-run: VectorFind fingerprints them
     log(f"merged: outputs {', '.join(merged.output_names)}; identical to both models on 8 test images")
     return ModelOutcome("merged", path, False, {}, None, None, time.perf_counter() - start,
                         {"model": repo_relative(path)}, 0)

@@ -63,9 +63,10 @@ def load_discriminator(path: str | Path, device: str | torch.device = "cpu", mis
 
 
 def save_checkpoint(path: str | Path, generator: nn.Module | None = None, discriminator: nn.Module | None = None,
-                    generator_smooth: nn.Module | None = None, dtype: torch.dtype | None = None) -> None:
+                    generator_smooth: nn.Module | None = None, dtype: torch.dtype | None = None,
+                    skip_identical: bool = False) -> None:
     """Write the flat GenForce layout atomically. `dtype=torch.float16` halves the file; loading
-    into float32 modules casts back (buffers such as `lod` stay exact)."""
+    into float32 modules casts back (buffers such as `lod` stay exact). `skip_identical`: see save_weights."""
     state: dict[str, dict[str, torch.Tensor]] = {}
     for name, module in (("generator", generator), ("discriminator", discriminator),
                          ("generator_smooth", generator_smooth)):
@@ -75,4 +76,4 @@ def save_checkpoint(path: str | Path, generator: nn.Module | None = None, discri
         if dtype is not None:
             sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
         state[name] = sd
-    save_weights(path, state)
+    save_weights(path, state, skip_identical=skip_identical)

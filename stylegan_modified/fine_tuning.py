@@ -556,9 +556,11 @@ class FineTuner:
 
     def export(self, generator_path: str | Path, discriminator_path: str | Path) -> None:
         """GenForce layout: the generator file holds all three entries (stage 1 reads `generator_smooth`
-        from it), the discriminator file the `discriminator` entry; float32, loaded strictly."""
-        save_checkpoint(resolve_repo_path(generator_path), self.generator, self.discriminator, self.generator_smooth)
-        save_checkpoint(resolve_repo_path(discriminator_path), discriminator=self.discriminator)
+        from it), the discriminator file the `discriminator` entry; float32, loaded strictly. Files that already
+        hold these weights (a finished run exported again) are left as they are, so their bytes do not change."""
+        save_checkpoint(resolve_repo_path(generator_path), self.generator, self.discriminator, self.generator_smooth,
+                        skip_identical=True)
+        save_checkpoint(resolve_repo_path(discriminator_path), discriminator=self.discriminator, skip_identical=True)
 
 
 def load_generator_file(path: str | Path, entry: str = "generator_smooth", **generator_kwargs) -> StyleGANGenerator:

@@ -54,3 +54,16 @@ def test_strict_load_names_every_kind_of_difference_in_one_line():
     message = str(info.value)
     assert "\n" not in message
     assert "missing: 1.bias" in message and "unexpected: extra" in message and "0.weight (5, 3) vs (2, 3)" in message
+
+
+def test_save_weights_leaves_a_file_with_the_same_tensors_alone(tmp_path):
+    from common.checkpoints import save_weights
+
+    path = tmp_path / "model.pth"
+    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(3)}
+    assert save_weights(path, state, skip_identical=True)
+    first = path.read_bytes()
+    assert not save_weights(path, {k: v.clone() for k, v in state.items()}, skip_identical=True)
+    assert path.read_bytes() == first  # torch.save would have written other bytes (a fresh serialization id)
+    assert save_weights(path, {"w": state["w"] + 1, "b": state["b"]}, skip_identical=True)
+    assert path.read_bytes() != first
