@@ -183,7 +183,7 @@ CASES = (
     Case("8-v8-truncated", ("run_vectorfind.py",), V8, truncated),
     Case("8-v8-other-layout", ("run_vectorfind.py",), V8, other_layout),
     Case("8-sample-shard-nan", ("run_vectorfind.py",), first("vectorfind/v8/samples/shard_*.npz"), nan_in_arrays,
-         "not finite"),
+         "not finite numbers"),
     Case("8-merged-cnn-missing", ("run_vectorfind.py",), MERGED, missing),
     Case("8-merged-cnn-empty", ("run_vectorfind.py",), MERGED, empty),
     Case("8-merged-cnn-other-layout", ("run_vectorfind.py",), MERGED, other_layout),

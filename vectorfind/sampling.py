@@ -108,11 +108,11 @@ def read_shard(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     if str(shard.get("fingerprint")) != fingerprint:
         raise PipelineError(f"{path}: made by another run (generator, property CNN or seed differ); "
                             f"re-run with --force to resample")
-    for key in ("w", "scores"):
-        values = shard.get(key)
-        if values is None or values.dtype.kind != "f" or not np.isfinite(values).all():
-            raise PipelineError(f"{path}: '{key}' missing, not numbers or not finite (NaN / inf); delete the file "
-                                f"and re-run run_vectorfind.py, which samples it again")
+    for key in ("w", "scores"):  # a sample shard's arrays (a landmark geometry shard has neither; NaN is allowed
+        values = shard.get(key)    # there for faces the landmark model did not find)
+        if values is not None and (values.dtype.kind != "f" or not np.isfinite(values).all()):
+            raise PipelineError(f"{path}: '{key}' holds values that are not finite numbers (NaN / inf); delete the "
+                                f"file and re-run run_vectorfind.py, which samples it again")
     return shard
 
 
