@@ -94,3 +94,30 @@ def save_weights(path: str | Path, obj, skip_identical: bool = False) -> bool:
         raise PipelineError(f"{path}: could not write ({str(exc).splitlines()[0]}); free disk space or choose a "
                             f"writable --output-root, then run the same command again to resume") from None
     return True
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """A digest of a checkpoint's contents (entry names, dtypes, shapes and values of every tensor, other values by
+    repr), not of its bytes: torch.save writes a fresh serialization id into every file, so two saves of the same
+    tensors differ byte for byte. What a result was made from is fingerprinted with this."""
+    import hashlib
+
+    digest = hashlib.sha1()
+
+    def walk(name: str, value) -> None:
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                walk(f"{name}.{key}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(f"{name}[{i}]", item)
+        else:
+            digest.update(repr(value).encode())
+
+    walk("", read_weights(path))
+    return digest.hexdigest()[:16]

@@ -38,11 +38,11 @@ def result_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def _drop_timing(value):
+def _drop_timing(value, ignored: frozenset[str] = frozenset()):
     if isinstance(value, dict):
-        return {k: _drop_timing(v) for k, v in value.items() if not TIMING.search(str(k))}
+        return {k: _drop_timing(v, ignored) for k, v in value.items() if not TIMING.search(str(k)) and k not in ignored}
     if isinstance(value, list):
-        return [_drop_timing(v) for v in value]
+        return [_drop_timing(v, ignored) for v in value]
     return value
 
 
@@ -130,8 +130,8 @@ def _first_difference(x, y, where: str = "") -> str | None:
     return None if x == y else f"{where.rstrip('.')}: {str(x)[:60]!s} vs {str(y)[:60]!s}"
 
 
-def _same_json(a: Path, b: Path) -> str | None:
-    x, y = (_drop_timing(json.loads(p.read_text())) for p in (a, b))
+def _same_json(a: Path, b: Path, ignored: frozenset[str] = frozenset()) -> str | None:
+    x, y = (_drop_timing(json.loads(p.read_text()), ignored) for p in (a, b))
     return _first_difference(x, y)
 
 
@@ -139,8 +139,9 @@ COMPARERS = {".png": _same_png, ".csv": _same_csv, ".pt": _same_checkpoint, ".pt
              ".npz": _same_npz, ".json": _same_json}
 
 
-def compare_roots(a: Path, b: Path) -> dict[str, str]:
-    """{relative path: why it differs} over the union of both roots' result files (empty: the same results)."""
+def compare_roots(a: Path, b: Path, ignored_keys: frozenset[str] = frozenset()) -> dict[str, str]:
+    """{relative path: why it differs} over the union of both roots' result files (empty: the same results);
+    `ignored_keys`: JSON keys left out besides the timing ones."""
     files_a, files_b = set(result_files(a)), set(result_files(b))
     out = {rel: f"only in {a}" for rel in files_a - files_b}
     out.update({rel: f"only in {b}" for rel in files_b - files_a})
@@ -148,7 +149,10 @@ def compare_roots(a: Path, b: Path) -> dict[str, str]:
         pa, pb = a / rel, b / rel
         compare = COMPARERS.get(pa.suffix)
         try:
-            reason = compare(pa, pb) if compare else (None if pa.read_bytes() == pb.read_bytes() else "bytes differ")
+            if pa.suffix == ".json":
+                reason = _same_json(pa, pb, ignored_keys)
+            else:
+                reason = compare(pa, pb) if compare else (None if pa.read_bytes() == pb.read_bytes() else "bytes differ")
         except Exception as exc:  # a file one run left unreadable is a difference, not a crash of the comparison
             reason = f"could not compare: {type(exc).__name__}: {exc}"
         if reason:

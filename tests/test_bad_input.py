@@ -146,6 +146,7 @@ V8_GENERATE = next(("run_original_generator.py", *step.args, "--force") for step
 CASES = (
     # stage 2: the stage-1 images and the labels
     Case("2-image-truncated", ("run_cnn.py",), kept_stage1_image, truncated, "truncated"),
+    Case("2-image-empty", ("run_cnn.py",), kept_stage1_image, empty),
     Case("2-image-wrong-size", ("run_cnn.py",), kept_stage1_image, wrong_size, "expects 64x64"),
     Case("2-labels-empty", ("run_cnn.py",), LABELS, empty),
     Case("2-labels-cut-mid-row", ("run_cnn.py",), LABELS, cut_mid_row),
@@ -167,11 +168,18 @@ CASES = (
     Case("4-face-wrong-size", ("compute_property_scores.py", "--algorithm", "v2"), parsed_face("face"), wrong_size),
     # stage 5: the score tables
     Case("5-scores-missing", ("run_property_score_cnn.py", "--model", "seven"), SCORES_V2, missing),
+    Case("5-scores-empty", ("run_property_score_cnn.py", "--model", "seven"), SCORES_V2, empty),
+    Case("5-image-truncated", ("run_property_score_cnn.py", "--model", "seven"),
+         first("stylegan/synthesize_results_filtered/*.png"), truncated, "truncated"),
     Case("5-scores-cut-mid-row", ("run_property_score_cnn.py", "--model", "seven"), SCORES_V2, cut_mid_row),
     Case("5-scores-renamed-column", ("run_property_score_cnn.py", "--model", "seven"), SCORES_V2, renamed_column),
     Case("5-scores-not-a-number", ("run_property_score_cnn.py", "--model", "seven"), SCORES_V2, not_a_number),
     Case("5-hairstyle-scores-nan", ("run_property_score_cnn.py", "--model", "hairstyle"), V8_SCORES, nan_value),
     # stage 6: FineTune-v8 starts from FineTune-v1
+    Case("6-scores-cut-mid-row", ("run_stylegan_fine_tuning.py", "--version", "v1", "--force"), SCORES_V2,
+         cut_mid_row),
+    Case("6-image-truncated", ("run_stylegan_fine_tuning.py", "--version", "v1", "--force"),
+         first("stylegan/synthesize_results_filtered/*.png"), truncated, "truncated"),
     Case("6-v1-missing", ("run_stylegan_fine_tuning.py", "--version", "v8", "--force"), V1, missing),
     Case("6-v1-truncated", ("run_stylegan_fine_tuning.py", "--version", "v8", "--force"), V1, truncated),
     Case("6-v1-other-layout", ("run_stylegan_fine_tuning.py", "--version", "v8", "--force"), V1, other_layout),

@@ -6,7 +6,10 @@ the delay a seeded fraction of the step's time in the uninterrupted run. The see
 OHLORA_KILL_SEED=<seed> python -m pytest tests/test_kill_anywhere.py -s.
 
 Files that may differ after a kill, and why (the README's Reliability section says the same):
-- none at the moment: every stage on a CPU is deterministic, and every resume point restores what it needs.
+- image_generation_report/png_check.csv (and the `png_check` entry of evaluation_summary.json): VectorFind's evaluation
+  re-reads the saved PNGs of a few cases it scored in memory in the same invocation, so after a resume it checks other
+  cases; a diagnostic of the run, not a result. Everything else is equal: every stage on a CPU is deterministic, and
+  every resume point restores what it needs.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ KILL_POINTS = (
     ("8_9_vectorfind", (0.5, 0.8)),
 )
 # Files whose difference after a kill is expected (path: why); see the module docstring.
-MAY_DIFFER: dict[str, str] = {}
+MAY_DIFFER = {"vectorfind/v8/image_generation_report/png_check.csv":
+              "the cases re-read are those the last invocation scored in memory"}
+IGNORED_KEYS = frozenset({"png_check"})
 STEP_NAMES = {step.name for step in DEMO_STEPS}
 
 
@@ -98,6 +103,6 @@ def test_killed_anywhere_the_quick_run_ends_with_the_same_files(quick_embedded_r
     final = run_quick_pipeline(root)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     print(f"final resume: {time.monotonic() - start:.0f} s")
-    differences = {rel: why for rel, why in compare_roots(quick_embedded_root, root).items() if rel not in MAY_DIFFER}
+    differences = {rel: why for rel, why in compare_roots(quick_embedded_root, root, IGNORED_KEYS).items() if rel not in MAY_DIFFER}
     assert not differences, "\n".join(f"{rel}: {why}" for rel, why in sorted(differences.items())[:40]) + \
         f"\n({len(differences)} of {len(result_files(root))} files differ; kill seed {seed})"

@@ -57,11 +57,12 @@ def test_every_stage_writes_complete_outputs_at_64px(quick_embedded_root):
                  "ohlora_v3_merged_property_cnn.pth"):
         assert (root / "property_score_cnn/models" / name).stat().st_size > 0, name
     # 6: FineTune-v1 and v8 exported, loadable, drawing 64 px faces
-    from stylegan_modified.fine_tuning import load_generator_file
+    from common.config import resolve_config
+    from stylegan_modified.fine_tuning import FineTuneConfig, load_generator_file
 
+    kwargs = resolve_config(FineTuneConfig, "fine_tuning", profile="embedded").generator_kwargs()
     for path in ("stylegan_modified/stylegan_gen_fine_tuned_v1.pth", "stylegan/models/stylegan_gen_fine_tuned_v8.pth"):
-        generator = load_generator_file(root / path, "generator_smooth", resolution=64, fmaps_base=4096,
-                                        fmaps_max=128)
+        generator = load_generator_file(root / path, "generator_smooth", **kwargs)
         with torch.inference_mode():
             image = generator(torch.randn(1, generator.z_space_dim), torch.zeros(1, 7))
         image = image["image"] if isinstance(image, dict) else image

@@ -12,7 +12,6 @@ reads the same complete set of shard files, so the merge is exactly the single-p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from common.checkpoints import checkpoint_digest
 from common.errors import PipelineError
 from common.fileio import atomic_path
 from common.images import to_uint8
@@ -42,11 +42,9 @@ class Samples:
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    """What a sample was made from: the checkpoint's tensors (common.checkpoints.checkpoint_digest), so a re-export
+    of the same weights, whose bytes differ, still matches."""
+    return checkpoint_digest(path)
 
 
 def sample_codes(seed: int, indices, z_dim: int, label_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,5 +182,5 @@ def load_samples(samples_dir: Path, num_samples: int, shard_size: int, fingerpri
 
 
 def run_fingerprint(generator_path: Path, cnn_identity: str, seed: int, label_size: int) -> str:
-    return json.dumps({"generator": generator_path.name, "generator_sha1": file_digest(generator_path),
+    return json.dumps({"generator": generator_path.name, "generator_digest": file_digest(generator_path),
                        "property_cnn": cnn_identity, "seed": seed, "label_size": label_size}, sort_keys=True)
