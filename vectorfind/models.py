@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from common.checkpoints import load_state_strict
-from common.config import resolve_config, resolve_repo_path
+from common.config import resolve_config
+from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
 from stylegan.checkpoint import read_checkpoint, select_entry
 from stylegan.generate import GeneratorConfig
@@ -37,7 +38,7 @@ class GeneratorChoice:
 
     def describe(self) -> str:
         labels = f"label_size {self.label_size}" if self.label_size else "unconditional"
-        return f"{self.path} [{self.entry}], {labels}"
+        return f"{repo_relative(self.path)} [{self.entry}], {labels}"  # relative: the same run in another root says the same
 
 
 def choose_generator(explicit: str, profile: str) -> GeneratorChoice:
