@@ -8,7 +8,8 @@ OHLORA_KILL_SEED=<seed> python -m pytest tests/test_kill_anywhere.py -s.
 Files that may differ after a kill, and why (the README's Reliability section says the same):
 - image_generation_report/png_check.csv (and the `png_check` entry of evaluation_summary.json): VectorFind's evaluation
   re-reads the saved PNGs of a few cases it scored in memory in the same invocation, so after a resume it checks other
-  cases; a diagnostic of the run, not a result. Everything else is equal: every stage on a CPU is deterministic, and
+  cases; a diagnostic of the run, not a result. Likewise the `skipped` flag vectorfind_summary.json keeps for a phase
+  that a resumed run found finished. Everything else is equal: every stage on a CPU is deterministic, and
   every resume point restores what it needs.
 """
 
@@ -43,7 +44,9 @@ KILL_POINTS = (
 # Files whose difference after a kill is expected (path: why); see the module docstring.
 MAY_DIFFER = {"vectorfind/v8/image_generation_report/png_check.csv":
               "the cases re-read are those the last invocation scored in memory"}
-IGNORED_KEYS = frozenset({"png_check"})
+# JSON keys that describe the invocation, not the result: png_check (above) and `skipped`, which vectorfind_summary.json
+# gains for a phase a resumed run found finished.
+IGNORED_KEYS = frozenset({"png_check", "skipped"})
 STEP_NAMES = {step.name for step in DEMO_STEPS}
 
 
