@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common.config import config_to_dict, dump_config, resolve_repo_path
+from common.config import config_to_dict, dump_config
+from common.paths import repo_relative, resolve_repo_path
 from common.devices import choose_device
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text
@@ -256,7 +257,7 @@ def run_evaluate(ctx: Context, force: bool = False) -> dict:
             report_dir, edit_grid(), evaluated, config.landmark_cases, config.eval_seed, config.pose_measure,
             lambda case, k: edited_image_path(report_dir, case, k), ctx.progress, workers=config.landmark_workers)
         atomic_write_text(report_dir / "evaluation_summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary | {"report_dir": str(report_dir)}
+    return summary | {"report_dir": repo_relative(report_dir)}
 
 
 def run_phases(ctx: Context, phases, force: bool = False) -> dict:
