@@ -43,7 +43,10 @@ KILL_POINTS = (
 )
 # Files whose difference after a kill is expected (path: why); see the module docstring.
 MAY_DIFFER = {"vectorfind/v8/image_generation_report/png_check.csv":
-              "the cases re-read are those the last invocation scored in memory"}
+              "the cases re-read are those the last invocation scored in memory",
+              "vectorfind/v8/vectorfind_summary.json":
+              "counts of what the last invocation computed (e.g. samples computed vs reused); its results are compared "
+              "in the files it summarises"}
 # JSON keys that describe the invocation, not the result: png_check (above) and `skipped`, which vectorfind_summary.json
 # gains for a phase a resumed run found finished.
 IGNORED_KEYS = frozenset({"png_check", "skipped"})
