@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoints import save_weights
+from common.checkpoints import same_weights, save_weights
 from common.config import read_profile, resolve_repo_path
 from common.errors import PipelineError
 from stylegan.checkpoint import read_checkpoint, select_entry
@@ -149,23 +149,9 @@ def stand_in_generator_checkpoint(seed: int = 0, profile: str = PROFILE) -> dict
 
 # --- writing -----------------------------------------------------------------------------------------
 
-def _same_tensors(a, b) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return list(a) == list(b) and all(_same_tensors(a[k], b[k]) for k in a)
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    return False
-
-
 def holds(path: Path, content: dict) -> bool:
     """Whether `path` is a weights file with exactly `content`'s keys and tensors (False if unreadable)."""
-    if not path.is_file():
-        return False
-    try:
-        existing = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable means "not this content"
-        return False
-    return _same_tensors(content, existing)
+    return same_weights(path, content)
 
 
 def write_unless_present(path: Path, content: dict, force: bool, what: str) -> bool:
