@@ -22,7 +22,9 @@ __all__ = ["build_app", "serve", "write_selection"]
 
 NO_WORD = "-"
 SLIDER_RANGE = 3.0
-CSS = ("#face img, #play img, #case_face img, #label_image img {image-rendering: pixelated; width: 100%; "
+# Faces are shown scaled up smoothly (the browser's interpolation): a 64 px face enlarged pixel by pixel reads as
+# blocks. Only the display is smoothed; saved PNGs keep the generator's own pixels.
+CSS = ("#face img, #play img, #case_face img, #label_image img {image-rendering: auto; width: 100%; "
        "height: 100%; object-fit: contain;}")
 # In the key box, left arrow (or Backspace) and right arrow press the back / forward buttons, so a
 # person labels with the keyboard alone; opening the Label tab puts the cursor in the key box.

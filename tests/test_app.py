@@ -172,6 +172,10 @@ def test_idle_frames_random_walk_fifo_blinks_and_fixed_pose_word():
         assert 0.8 <= weights["pose"] < 1.5 and 1.4 <= weights["mouth"] < 1.6 and "eyes" not in weights
     gif = Image.open(io.BytesIO(gif_bytes(np.arange(5, dtype=np.uint8).repeat(192).reshape(5, 8, 8, 3) * 40, fps=10, scale=2)))
     assert gif.n_frames == 5 and gif.size == (16, 16)
+    edge = np.zeros((1, 8, 8, 3), np.uint8)
+    edge[:, :, 4:] = 200
+    big = np.asarray(Image.open(io.BytesIO(gif_bytes(edge, fps=10, scale=4))).convert("RGB"))
+    assert len(np.unique(big[..., 0])) > 2  # scaled up smoothly: grey levels between the two halves, not blocks
 
 
 def test_label_store_resumes_keeps_other_rows_and_keys_move(tmp_path):
