@@ -27,7 +27,7 @@ from common.config import config_to_dict, dump_config
 from common.paths import repo_relative, resolve_repo_path
 from common.devices import choose_device
 from common.errors import PipelineError
-from common.fileio import atomic_write_csv, atomic_write_text
+from common.fileio import atomic_write_csv, atomic_write_text, read_csv_checked
 from vectorfind.directions import (GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, direction_path,
                                    load_directions, save_direction, score_column)
 from vectorfind.evaluation import EvaluationSettings, edit_grid, edited_image_path, evaluate, read_cases
@@ -148,12 +148,18 @@ def read_medians(medians_dir: Path) -> dict[str, float]:
     path = medians_dir / MEDIAN_FILE
     if not path.is_file():
         raise PipelineError(f"{path}: grouping medians not found; run the sample phase (run_vectorfind.py sample)")
-    table = pd.read_csv(path)
-    row = table[table.value_type == "median"]
-    missing = [c for c in MEDIAN_COLUMNS.values() if c not in table]
+    fix = "re-run the sample phase (run_vectorfind.py sample), which writes it again"
+    table = read_csv_checked(path, fix)
+    missing = [c for c in ("value_type", *MEDIAN_COLUMNS.values()) if c not in table]
+    row = table[table.value_type == "median"] if not missing else table.iloc[:0]
     if row.empty or missing:
-        raise PipelineError(f"{path}: needs value_type 'median' and columns {', '.join(MEDIAN_COLUMNS.values())}")
-    return {p: float(row.iloc[0][c]) for p, c in MEDIAN_COLUMNS.items()}
+        raise PipelineError(f"{path}: needs value_type 'median' and columns {', '.join(MEDIAN_COLUMNS.values())}; "
+                            f"{fix}")
+    medians = {p: pd.to_numeric(row.iloc[0][c], errors="coerce") for p, c in MEDIAN_COLUMNS.items()}
+    bad = [MEDIAN_COLUMNS[p] for p, v in medians.items() if not np.isfinite(v)]
+    if bad:
+        raise PipelineError(f"{path}: median {bad[0]} = '{row.iloc[0][bad[0]]}', expected a finite number; {fix}")
+    return {p: float(v) for p, v in medians.items()}
 
 
 def vectors_dir(ctx: Context, kind: str | None = None) -> Path:
