@@ -13,6 +13,7 @@ import dataclasses
 import os
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ GEOMETRY_FILE = "face_geometry.csv"   # img_no + the raw landmark measures, besi
 # The score columns that geometry = "landmarks" takes from the landmark measures (v2 only).
 LANDMARK_SCORES = {"eyes_score": "eye_opening", "mouth_score": "mouth_opening", "pose_score": None}
 PARSING_PATTERN = re.compile(r"parsing_(\d{6,})\.png")
+FACE_PATTERN = re.compile(r"face_(\d{6,})\.png")
 
 
 @dataclass
@@ -105,16 +107,23 @@ def find_segmentation_pairs(segmentation_dir: str | Path) -> list[SegmentationPa
     if not folder.is_dir():
         raise PipelineError(f"{folder}: segmentation folder not found; run the segmentation stage first "
                             f"or pass --segmentation-dir")
-    pairs = []
+    pairs, faces = [], []
     for entry in os.scandir(folder):
         match = PARSING_PATTERN.fullmatch(entry.name)
         if match:
             no = int(match.group(1))
             pairs.append(SegmentationPair(no, folder / entry.name, folder / f"face_{no:06d}.png"))
+        elif FACE_PATTERN.fullmatch(entry.name):
+            faces.append(entry.name)
     if not pairs:
         raise PipelineError(f"{folder}: no parsing_NNNNNN.png class maps; run the segmentation stage first "
                             f"or pass the right --segmentation-dir")
     pairs.sort(key=lambda p: p.img_no)
+    # stage 3 writes a class map with every face crop: a crop without one lost it (and would silently drop out)
+    unmapped = sorted(set(faces) - {p.face_path.name for p in pairs})
+    if unmapped:
+        raise PipelineError(f"{folder / unmapped[0].replace('face_', 'parsing_')}: class map missing for its face "
+                            f"crop; re-run run_segmentation.py, which redoes images with missing or empty files")
     missing = [p.face_path for p in pairs if not p.face_path.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -178,9 +187,12 @@ def landmark_geometry(img_nos, images_dir: str | Path, show_progress: bool = Tru
             raise PipelineError(f"{path}: image missing for a parsed face; re-run stage 2 (run_cnn.py) or pass "
                                 f"the folder the segmentation stage read as --images-dir")
         images.append(load_image(path))
-    shapes = {im.shape for im in images}
+    shapes = Counter(im.shape for im in images)
     if len(shapes) > 1:
-        raise PipelineError(f"{folder}: images of different sizes {sorted(shapes)}; re-run stages 1-2")
+        usual = shapes.most_common(1)[0][0]
+        odd_no, odd = next((no, im) for no, im in zip(img_nos, images) if im.shape != usual)
+        raise PipelineError(f"{folder / f'{int(odd_no):06d}.png'}: image is {odd.shape[1]}x{odd.shape[0]}, the "
+                            f"others are {usual[1]}x{usual[0]}; re-run stages 1-2")
     if images:
         with GeometryPool(workers) as pool:
             measures = pool.measure(np.stack(images), progress=show_progress)
