@@ -22,6 +22,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,9 +238,15 @@ def plan_work(config: SegmentationConfig, force: bool = False) -> tuple[list[Inp
 
 def check_inputs(images: list[InputImage]) -> None:
     """Decode every image before anything is written: a truncated, grayscale or unreadable input stops the stage
-    with one line naming it, instead of being recorded as a face-less image and silently lost."""
-    for item in tqdm(images, desc="check inputs", unit="img", leave=False, disable=len(images) < 500):
-        load_image(item.path)
+    with one line naming it, instead of being recorded as a face-less image and silently lost. The images of one
+    folder come from one generator, so one of another size (another profile's) is named too."""
+    sizes = {item.path: load_image(item.path).shape[:2]
+             for item in tqdm(images, desc="check inputs", unit="img", leave=False, disable=len(images) < 500)}
+    usual = Counter(sizes.values()).most_common(1)[0][0] if sizes else None
+    odd = next((path for path, size in sizes.items() if size != usual), None)
+    if odd is not None:
+        raise PipelineError(f"{odd}: image is {sizes[odd][1]}x{sizes[odd][0]}, the others are {usual[1]}x{usual[0]}; "
+                            f"re-run run_cnn.py (stage 2), or stages 1-2 with the matching --profile")
 
 
 def run_segmentation(config: SegmentationConfig, force: bool = False, progress: bool = True) -> SegmentationSummary:
