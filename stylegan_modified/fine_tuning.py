@@ -212,11 +212,11 @@ def read_label_table(path: Path) -> pd.DataFrame:
     if missing:
         raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}; expected img_no and "
                             f"{', '.join(PROPERTY_COLUMNS)} (stage 4's output)")
-    frame = frame[["img_no", *PROPERTY_COLUMNS]]
-    bad = frame[list(PROPERTY_COLUMNS)].isna().any(axis=1) | frame["img_no"].isna()
+    frame = frame[["img_no", *PROPERTY_COLUMNS]].apply(pd.to_numeric, errors="coerce")  # text -> NaN, named below
+    bad = ~np.isfinite(frame.to_numpy(np.float64)).all(axis=1)
     if bad.any():
-        raise PipelineError(f"{path}: {int(bad.sum())} row(s) with empty values (first at row {int(np.flatnonzero(bad)[0])}); "
-                            f"re-run stage 4")
+        raise PipelineError(f"{path}: {int(bad.sum())} row(s) with empty, non-numeric or NaN values (first at row "
+                            f"{int(np.flatnonzero(bad)[0]) + 2}); re-run stage 4")
     if frame["img_no"].duplicated().any():
         dup = int(frame.loc[frame["img_no"].duplicated(), "img_no"].iloc[0])
         raise PipelineError(f"{path}: img_no {dup} appears more than once; re-run stage 4")
@@ -236,7 +236,7 @@ def load_dataset(images_dir: str | Path, labels_csv: str | Path | None, resoluti
         missing = [int(n) for n in table["img_no"] if int(n) not in available]
         if missing:
             raise PipelineError(f"{labels_path}: labels CSV does not match the images: {len(missing)} of {len(table)} "
-                                f"rows have no image in {images_dir} (first: {missing[0]:06d}); run stages 2-4 on "
+                                f"rows have no image in {images_dir} (first: {missing[0]:06d}.png); run stages 2-4 on "
                                 f"the same images or pass the matching --images-dir")
         unlabelled = len(available) - len(table)
         if unlabelled:
