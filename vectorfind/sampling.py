@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def read_shard(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             shard = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # BadZipFile: an empty or cut file
         raise PipelineError(f"{path}: unreadable shard ({exc}); delete it or re-run with --force") from None
     if str(shard.get("fingerprint")) != fingerprint:
         raise PipelineError(f"{path}: made by another run (generator, property CNN or seed differ); "
