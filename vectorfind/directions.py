@@ -78,13 +78,14 @@ def read_direction(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise PipelineError(f"direction file {path} not found: run run_vectorfind.py (stage 8) first")
     frame = read_csv_checked(path, "re-run run_vectorfind.py --force (stage 8)", index_col=0)
+    columns = [str(c) for c in frame.columns] == [str(i) for i in range(W_DIM)]  # a renamed one is damage
     try:
-        vector = frame.iloc[0].to_numpy(np.float32) if frame.shape == (1, W_DIM) else None
+        vector = frame.iloc[0].to_numpy(np.float32) if frame.shape == (1, W_DIM) and columns else None
     except ValueError:
         vector = None
     if vector is None or not np.isfinite(vector).all():
-        found = "non-numbers or NaN" if frame is not None and frame.shape == (1, W_DIM) else \
-            f"shape {None if frame is None else frame.shape}"
+        found = ("non-numbers or NaN" if columns else "other column names") if frame.shape == (1, W_DIM) else \
+            f"shape {frame.shape}"
         raise PipelineError(f"{path}: expected one row of {W_DIM} finite numbers (columns 0..{W_DIM - 1}), "
                             f"got {found}; re-run run_vectorfind.py --force (stage 8)")
     return vector
