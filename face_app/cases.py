@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import PipelineError
-from common.fileio import atomic_path
+from common.fileio import atomic_path, read_csv_checked
 
 RESULT_COLUMNS = ("case", "vector_no", "passed", "group_name", "eyes_corr", "mouth_corr", "pose_corr", "sum_abs_corr")
 REPORT_DIR = "image_generation_report"
@@ -37,11 +37,8 @@ class FaceChoice:
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); re-run the stage "
-                            f"that writes it") from None
+    """A CSV of the evaluation or a saved selection: empty, cut mid-row or unreadable is one line."""
+    return read_csv_checked(path, "re-run the stage that writes it", **kwargs)
 
 
 def _latent_frame(path: Path) -> pd.DataFrame:
