@@ -1,9 +1,12 @@
 """One self-contained HTML report per pipeline run: `reports/<run-id>/index.html`.
 
-Every stage writes its own CSVs, grids and plots; the report only collects them. Each section lists the files it
-shows as glob patterns relative to the repository root; files that do not exist (a stage not run yet) are listed
-as missing instead of breaking the page. Images are copied into the run folder and referenced relatively, so the
-folder can be copied and opened anywhere.
+Every stage writes its own CSVs, grids and plots; the report only collects them. The page opens with a summary (the
+funnels, the property CNNs' validation r, the fine-tuning variety and steps, VectorFind's pass rate and |r|, the edit
+strips): each value is read from one stage output named in SUMMARY and shown beside its path, "not run yet" where
+the file is missing. The stage-by-stage detail follows: each section lists the files it shows as glob patterns
+relative to the output root; files that do not exist (a stage not run yet) are listed as missing instead of breaking
+the page. Images are copied into the run folder and referenced relatively, so the folder can be copied and opened
+anywhere.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from common.fileio import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = "assets"
 MAX_TABLE_ROWS = 40
+NOT_RUN = "not run yet"
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,12 @@ def _copy_asset(path: Path, root: Path, run_dir: Path) -> str:
     return f"{ASSETS}/{name}"
 
 
+def _figure_html(path: Path, root: Path, run_dir: Path) -> str:
+    src = _copy_asset(path, root, run_dir)
+    label = html.escape(str(path.relative_to(root)))
+    return f"<figure><img src='{src}' alt='{label}'><figcaption>{label}</figcaption></figure>"
+
+
 def csv_table(path: Path, columns: tuple[str, ...] = (), max_rows: int = MAX_TABLE_ROWS) -> str:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
@@ -125,10 +136,7 @@ def _section_html(section: Section, root: Path, run_dir: Path) -> str:
     figures = [path for pattern in section.images for path in _matches(pattern, root)]
     figures += [matches[-1] for pattern in section.latest if (matches := _matches(pattern, root))]
     found_any = bool(figures)
-    for path in figures:
-        src = _copy_asset(path, root, run_dir)
-        label = html.escape(str(path.relative_to(root)))
-        parts.append(f"<figure><img src='{src}' alt='{label}'><figcaption>{label}</figcaption></figure>")
+    parts += [_figure_html(path, root, run_dir) for path in figures]
     for pattern in section.tables:
         for path in _matches(pattern, root):
             found_any = True
@@ -148,6 +156,169 @@ def _section_html(section: Section, root: Path, run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+# ----------------------------------------------------------------------------------------------
+# The summary at the top of the page: a few numbers, each read from one file a stage writes
+
+
+@dataclass(frozen=True)
+class Reader:
+    how: str                     # what of the file the value is, shown beside its path
+    read: Callable[[Path], str]  # the file (or folder) -> the value as shown
+
+
+@dataclass(frozen=True)
+class Fact:
+    label: str   # what the value is
+    path: str    # the file or folder it is read from, relative to the output root
+    reader: Reader
+
+
+@dataclass(frozen=True)
+class SummaryGroup:
+    title: str
+    facts: tuple[Fact, ...] = ()
+    images: tuple[str, ...] = ()  # glob patterns of images shown under the group's table
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _row(rows: list[dict[str, str]], column: str, value: str) -> dict[str, str]:
+    for row in rows:
+        if row.get(column) == value:
+            return row
+    raise KeyError(f"no row with {column} = {value}")
+
+
+def _pairs(values: dict[str, Any], digits: int = 3) -> str:
+    if not values:
+        raise ValueError("no values")
+    return ", ".join(f"{name} {float(value):.{digits}f}" for name, value in values.items())
+
+
+def _json(how: str, show: Callable[[Any], str]) -> Reader:
+    return Reader(how, lambda path: show(json.loads(path.read_text())))
+
+
+def _count_files(pattern: str) -> Reader:
+    return Reader(f"{pattern} files", lambda folder: str(sum(1 for p in folder.glob(pattern) if p.is_file())))
+
+
+CSV_ROWS = Reader("data rows", lambda path: str(len(_csv_rows(path))))
+
+
+def _best_epoch_r(path: Path) -> str:
+    """The *_score_corr columns at the epoch of the lowest criterion, the one whose weights the stage saves."""
+    rows = _csv_rows(path)
+    if not rows:
+        raise ValueError("no epochs logged")
+    best = min(rows, key=lambda row: float(row["criterion"]))  # min keeps the first of equal ones, as training does
+    suffix = "_score_corr"
+    return f"epoch {best['epoch']}: " + _pairs({k[:-len(suffix)]: v for k, v in best.items() if k.endswith(suffix)})
+
+
+def _variety_vs_base(generator: str) -> Reader:
+    suffix = "_sd_vs_base"
+
+    def read(path: Path) -> str:
+        row = _row(_csv_rows(path), "generator", generator)
+        return _pairs({k[:-len(suffix)].replace("_", " "): v for k, v in row.items() if k.endswith(suffix)}, 2)
+    return Reader(f"row {generator}, columns *{suffix}", read)
+
+
+def _fine_tuning_run(summary: dict) -> str:
+    done = "" if summary.get("finished") else " (not finished)"
+    return (f"{summary['step']} steps, {summary['train_seconds'] / 60:.1f} min of training on {summary['images']} "
+            f"images{done}")
+
+
+def _pass_rate(summary: dict) -> str:
+    return (f"{summary['passed']} of {summary['cases']} cases pass ({100 * summary['pass_rate']:.1f} %; "
+            f"|r| thresholds {_pairs(summary['thresholds'], 2)})")
+
+
+def _landmarks(key: str) -> Callable[[dict], str]:
+    def show(summary: dict) -> str:
+        grading = summary.get("landmark_grading")
+        if not grading:
+            return "not graded (no landmark_grading entry)"
+        return f"{_pairs(grading[key], 2 if key == 'right_way' else 3)} ({grading['cases']} cases)"
+    return show
+
+
+SUMMARY_EVALUATION = "vectorfind/v8/image_generation_report/evaluation_summary.json"
+PNG_FILES = _count_files("*.png")
+FACE_CROPS = _count_files("face_*.png")
+BEST_EPOCH_R = Reader("*_score_corr at the lowest criterion", _best_epoch_r)
+FINE_TUNING_RUN = _json("step, train_seconds, images, finished", _fine_tuning_run)
+
+SUMMARY: tuple[SummaryGroup, ...] = (
+    SummaryGroup("Funnels", (
+        Fact("stage 2: images generated (scored by the filter)", "cnn/all_image_quality_and_gender.csv", CSV_ROWS),
+        Fact("stage 2: kept by the gender / quality filter", "stylegan/synthesize_results_filtered", PNG_FILES),
+        Fact("stage 3: faces found (face crops)", "segmentation/segmentation_results", FACE_CROPS),
+        Fact("stage 7: v8 images generated (scored by the filter)", "stylegan/generate_dataset/scores_all_15k.csv",
+             CSV_ROWS),
+        Fact("stage 7: v8 images kept by the filter", "stylegan/generated_face_images_filtered", PNG_FILES),
+        Fact("stage 7: v8 faces found (face crops)", "segmentation/segmentation_results_v8", FACE_CROPS))),
+    SummaryGroup("Property CNNs: validation r (predicted vs target) of the saved epoch", (
+        Fact("seven-property CNN", "property_score_cnn/train_logs/train_log_v2_cnn.csv", BEST_EPOCH_R),
+        Fact("hairstyle CNN", "property_score_cnn/train_logs/property_score_cnn_train_log.csv", BEST_EPOCH_R))),
+    SummaryGroup("Fine-tuning: variety (SD across faces) as a fraction of the base generator's, and the run", (
+        Fact("FineTune-v1 variety / base", "runs/generator_variety/generator_variety.csv", _variety_vs_base("v1")),
+        Fact("FineTune-v8 variety / base", "runs/generator_variety/generator_variety.csv", _variety_vs_base("v8")),
+        Fact("FineTune-v1 run", "runs/fine_tuning_v1/summary.json", FINE_TUNING_RUN),
+        Fact("FineTune-v8 run", "runs/fine_tuning_v8/summary.json", FINE_TUNING_RUN))),
+    SummaryGroup("VectorFind (FineTune-v8's w space) and one edit strip per property", (
+        Fact("direction kind", "vectorfind/v8/directions_info.json",
+             _json("settings.direction_kind", lambda info: str(info["settings"]["direction_kind"]))),
+        Fact("graded by the property CNN: pass rate", SUMMARY_EVALUATION,
+             _json("passed, cases, pass_rate", _pass_rate)),
+        Fact("graded by the property CNN: mean |r| per property", SUMMARY_EVALUATION,
+             _json("mean_abs_corr", lambda summary: _pairs(summary["mean_abs_corr"]))),
+        Fact("graded by landmarks: mean |r| per property", SUMMARY_EVALUATION,
+             _json("landmark_grading.mean_abs_corr", _landmarks("mean_abs_corr"))),
+        Fact("graded by landmarks: fraction edited the right way (r > 0)", SUMMARY_EVALUATION,
+             _json("landmark_grading.right_way", _landmarks("right_way")))),
+        images=("vectorfind/v8/strips/strip_*.png",)),
+)
+# What a damaged or half-written file raises while a reader reads it: shown in its row, never raised.
+READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, csv.Error)
+
+
+def _fact_value(fact: Fact, root: Path) -> str:
+    path = root / fact.path
+    if not path.exists():
+        return f"<span class='missing'>{NOT_RUN}</span>"
+    try:
+        return html.escape(fact.reader.read(path))
+    except READ_ERRORS as exc:
+        return f"<span class='missing'>not readable ({html.escape(f'{type(exc).__name__}: {exc}')})</span>"
+
+
+def summary_html(root: Path, run_dir: Path, groups: tuple[SummaryGroup, ...] = SUMMARY) -> str:
+    parts = ["<div class='summary'><h2>Summary</h2>",
+             "<p class='note'>Each value is read from the file beside it (paths relative to the output root); "
+             "the stage-by-stage detail follows.</p>"]
+    for group in groups:
+        parts.append(f"<h3>{html.escape(group.title)}</h3>")
+        if group.facts:
+            parts.append("<table>" + "".join(
+                f"<tr><td>{html.escape(fact.label)}</td><td class='value'>{_fact_value(fact, root)}</td>"
+                f"<td class='note'>{html.escape(fact.path)} ({html.escape(fact.reader.how)})</td></tr>"
+                for fact in group.facts) + "</table>")
+        for pattern in group.images:
+            figures = _matches(pattern, root)
+            parts += [_figure_html(path, root, run_dir) for path in figures]
+            if not figures:
+                parts.append(f"<p><span class='missing'>{NOT_RUN}</span> "
+                             f"<span class='note'>({html.escape(pattern)})</span></p>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
 STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
 table { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
@@ -155,17 +326,23 @@ td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #f3f3f3; } figure { display: inline-block; margin: .5em; }
 img { max-width: 100%; } figcaption, .note { font-size: 12px; color: #666; } .missing { color: #a33; }
 pre { font-size: 12px; background: #f7f7f7; padding: .5em; }
+.summary { border: 1px solid #ccc; padding: 0 1em .5em; margin-bottom: 2em; background: #fcfcfc; }
+.summary h3 { margin: .8em 0 .2em; font-size: 15px; } .summary table { width: 100%; }
+.summary td { text-align: left; } .summary td:first-child { width: 27%; } .summary td.note { width: 38%; }
+.summary .value { font-weight: bold; }
 """
 
 
 def build_report(run_dir: Path, profile: str, root: Path = REPO_ROOT,
-                 sections: tuple[Section, ...] = SECTIONS) -> Path:
-    """Write run_dir/index.html from the stage outputs under `root` and run_dir/stage_times.csv."""
+                 sections: tuple[Section, ...] = SECTIONS, summary: tuple[SummaryGroup, ...] = SUMMARY) -> Path:
+    """Write run_dir/index.html from the stage outputs under `root` and run_dir/stage_times.csv: the summary, then
+    the stage times and the sections."""
     run_dir.mkdir(parents=True, exist_ok=True)
     times = run_dir / "stage_times.csv"
     body = [f"<h1>Pipeline run {html.escape(run_dir.name)}</h1>",
             f"<p>profile <b>{html.escape(profile)}</b>; every file below was written by the stage named in its "
-            f"section (paths relative to the repository root).</p>",
+            f"section (paths relative to the output root).</p>",
+            summary_html(root, run_dir, summary),
             "<h2>Stage times and summaries</h2>",
             csv_table(times) if times.is_file() else "<p class='missing'>no stage times (report built alone)</p>"]
     body += [_section_html(section, root, run_dir) for section in sections]
