@@ -219,27 +219,29 @@ def run_loop(trainer: Trainer, end_step: int, run_dir: Path, log_every: int, che
     window: list[dict[str, float]] = []
     bar = tqdm(total=end_step, initial=trainer.step_index, unit="step", disable=not progress, dynamic_ncols=True)
     stopped = False
-    while trainer.step_index < end_step and not stopped:
-        window.append(trainer.step())
-        bar.update(1)
-        step = trainer.step_index
-        stopped = bool(should_stop and should_stop())
-        last = step == end_step or stopped
-        if step % log_every == 0 or last:
-            row = {**trainer.log_prefix(), **window_means(window)}
-            window = []
-            if on_log is not None:
-                on_log(step, row)
-            rows.append(row)
-            if postfix:
-                bar.set_postfix({short: row.get(key) for short, key in postfix.items()})
-        if sample_every and on_sample is not None and (step % sample_every == 0 or last):
-            on_sample(step, rows)
-        if step % checkpoint_every == 0 or last:
-            append_log(log_path, rows)
-            rows = []
-            trainer.save(state_path)
-    bar.close()
+    try:
+        while trainer.step_index < end_step and not stopped:
+            window.append(trainer.step())
+            bar.update(1)
+            step = trainer.step_index
+            stopped = bool(should_stop and should_stop())
+            last = step == end_step or stopped
+            if step % log_every == 0 or last:
+                row = {**trainer.log_prefix(), **window_means(window)}
+                window = []
+                if on_log is not None:
+                    on_log(step, row)
+                rows.append(row)
+                if postfix:
+                    bar.set_postfix({short: row.get(key) for short, key in postfix.items()})
+            if sample_every and on_sample is not None and (step % sample_every == 0 or last):
+                on_sample(step, rows)
+            if step % checkpoint_every == 0 or last:
+                append_log(log_path, rows)
+                rows = []
+                trainer.save(state_path)
+    finally:
+        bar.close()  # also when a step or a save fails: the error line then starts a line of its own
     append_log(log_path, rows)
     return trainer.step_index >= end_step
 
