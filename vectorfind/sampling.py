@@ -117,10 +117,14 @@ def read_shard(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
 
 def write_shard(path: Path, start: int, end: int, seed: int, w: np.ndarray, scores: np.ndarray,
                 fingerprint: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, start=np.int64(start), end=np.int64(end), seed=np.int64(seed), w=w, scores=scores,
-                     fingerprint=np.str_(fingerprint))
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, start=np.int64(start), end=np.int64(end), seed=np.int64(seed), w=w, scores=scores,
+                         fingerprint=np.str_(fingerprint))
+    except OSError as exc:  # a write into an open file names no file: name the shard in the one-line error
+        exc.filename = exc.filename or str(path)
+        raise
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -153,16 +157,19 @@ def sample_shards(generator, scorer: Scorer, samples_dir: Path, num_samples: int
     total = sum(b - a for a, b in todo)
     bar = tqdm(total=total, unit="img", disable=not progress or total == 0, dynamic_ncols=True,
                desc=desc if world == 1 else f"{desc} [rank {rank}/{world}]")
-    for start, end in todo:
-        ws, scores = [], []
-        for batch_start in range(start, end, batch_size):
-            w, s = sample_batch(generator, scorer, seed, range(batch_start, min(batch_start + batch_size, end)), device)
-            ws.append(w)
-            scores.append(s)
-            bar.update(len(w))
-        write_shard(shard_path(samples_dir, start, end), start, end, seed, np.concatenate(ws),
-                    np.concatenate(scores), fingerprint)
-    bar.close()
+    try:
+        for start, end in todo:
+            ws, scores = [], []
+            for batch_start in range(start, end, batch_size):
+                w, s = sample_batch(generator, scorer, seed, range(batch_start, min(batch_start + batch_size, end)),
+                                    device)
+                ws.append(w)
+                scores.append(s)
+                bar.update(len(w))
+            write_shard(shard_path(samples_dir, start, end), start, end, seed, np.concatenate(ws),
+                        np.concatenate(scores), fingerprint)
+    finally:
+        bar.close()  # also when a write fails: the error line then starts a line of its own
     return total
 
 
