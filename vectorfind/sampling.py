@@ -117,14 +117,10 @@ def read_shard(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
 
 def write_shard(path: Path, start: int, end: int, seed: int, w: np.ndarray, scores: np.ndarray,
                 fingerprint: str) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, start=np.int64(start), end=np.int64(end), seed=np.int64(seed), w=w, scores=scores,
-                         fingerprint=np.str_(fingerprint))
-    except OSError as exc:  # a write into an open file names no file: name the shard in the one-line error
-        exc.filename = exc.filename or str(path)
-        raise
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, start=np.int64(start), end=np.int64(end), seed=np.int64(seed), w=w, scores=scores,
+                     fingerprint=np.str_(fingerprint))
 
 
 def distributed_rank_world() -> tuple[int, int]:
