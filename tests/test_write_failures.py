@@ -36,10 +36,12 @@ def run_limited(command: list[str], root: Path, limit_bytes: int) -> subprocess.
                            str(root)], cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=limit)
 
 
-def assert_one_line_exit_2(done: subprocess.CompletedProcess) -> None:
+def assert_one_line_exit_2(done: subprocess.CompletedProcess, names: str = "") -> None:
+    """Exit 2 and one `error: ` line saying the write failed (naming `names`, the file that did not fit)."""
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 2, done.stderr[-2000:]
     assert len(errors) == 1 and "could not write" in errors[0] and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert names in errors[0], errors[0]
 
 
 def run_again(command: list[str], root: Path) -> None:
@@ -128,7 +130,7 @@ def test_filter_on_a_full_disk_keeps_the_old_scores_and_resumes(quick_embedded_r
     scores = root / "cnn/all_image_quality_and_gender.csv"
     old = digest(scores)
     done = run_limited(["run_cnn.py"], root, scores.stat().st_size // 2)
-    assert_one_line_exit_2(done)
+    assert_one_line_exit_2(done, scores.name)
     assert_all_whole(root)
     assert digest(scores) == old
     run_again(["run_cnn.py"], root)
@@ -143,7 +145,7 @@ def test_segmentation_on_a_full_disk_leaves_only_whole_files(quick_embedded_root
     images = sorted((quick_embedded_root / "stylegan/synthesize_results_filtered").glob("*.png"))[:6]
     copy_inputs(quick_embedded_root, root, *(p.relative_to(quick_embedded_root).as_posix() for p in images))
     done = run_limited(["run_segmentation.py"], root, 20_000)
-    assert_one_line_exit_2(done)
+    assert_one_line_exit_2(done, "/face_")
     assert_all_whole(root)
     run_again(["run_segmentation.py"], root)
     out = root / "segmentation/segmentation_results"
@@ -167,7 +169,7 @@ def test_property_scores_on_a_full_disk_keep_the_old_table_and_resume(quick_embe
     table = root / "segmentation/property_score_results/all_scores.csv"
     old = digest(table)
     done = run_limited(["compute_property_scores.py", "--algorithm", "v1"], root, table.stat().st_size // 2)
-    assert_one_line_exit_2(done)
+    assert_one_line_exit_2(done, table.name)
     assert_all_whole(root)
     assert digest(table) == old
     run_again(["compute_property_scores.py", "--algorithm", "v1"], root)
@@ -182,7 +184,7 @@ def test_fine_tuning_on_a_full_disk_leaves_no_partial_state_and_resumes(quick_em
                 "segmentation/property_score_results/all_scores_v2.csv")
     command = ["run_stylegan_fine_tuning.py", "--version", "v1", "--max-steps", "4", "--checkpoint-every", "4"]
     done = run_limited(command, root, 1_000_000)
-    assert_one_line_exit_2(done)
+    assert_one_line_exit_2(done, "training_state.pt")
     assert_all_whole(root)
     assert not (root / "stylegan_modified/stylegan_gen_fine_tuned_v1.pth").exists()
     run_again(command, root)
@@ -199,7 +201,7 @@ def test_vectorfind_sampling_on_a_full_disk_leaves_only_whole_shards_and_resumes
     command = ["run_vectorfind.py", "sample", "--num-samples", "200", "--shard-size", "100",
                "--landmark-samples", "100"]
     done = run_limited(command, root, 100_000)
-    assert_one_line_exit_2(done)
+    assert_one_line_exit_2(done, "shard_0000000_0000100.npz")
     assert_all_whole(root)
     assert not list((root / "vectorfind/v8/samples").glob("shard_*.npz"))
     run_again(command, root)
