@@ -89,7 +89,7 @@ def test_generation_on_a_full_disk_leaves_only_whole_files(tmp_path):
     root = tmp_path / "run"
     # 40 PNGs of ~8 KB fit under 100 KB each; the latent file (40 x 512 x 3 floats) does not
     done = run_limited(["run_original_generator.py", "--num-images", "40"], root, 100_000)
-    assert_one_line_exit_2(done)
+    assert_one_line_exit_2(done, "latents.npz")
     assert not leftovers(root)
     for path in (root / "stylegan/synthesize_results").glob("*.png"):
         assert load_image(path, 64).shape == (64, 64, 3)
@@ -111,7 +111,7 @@ def test_training_on_a_full_disk_leaves_no_partial_model_and_resumes(quick_embed
     model = root / "property_score_cnn/models/stylegan_gen_fine_tuned_v2_cnn.pth"
     size = (quick_embedded_root / model.relative_to(root)).stat().st_size
     done = run_limited(["run_property_score_cnn.py", "--model", "seven"], root, size // 2)
-    assert_one_line_exit_2(done)
+    assert_one_line_exit_2(done, model.name)
     assert not model.exists() and not leftovers(root)
     again = subprocess.run([sys.executable, str(ROOT / "run_property_score_cnn.py"), "--model", "seven", "--quick",
                             "--output-root", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=600)
