@@ -29,8 +29,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
-    except OSError as exc:  # a write into an open file (pandas, numpy, write_bytes) names no file: name this one
-        exc.filename = exc.filename or str(path)
+    except OSError as exc:  # a write into an open file (pandas, numpy, write_bytes) names no file, a write to the
+        if exc.filename in (None, str(tmp_path)):  # temporary one names a file that is gone: name the target
+            exc.filename = str(path)
         raise
     finally:
         if tmp_path.exists():
