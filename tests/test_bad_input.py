@@ -166,6 +166,7 @@ HAIRSTYLE = fixed("property_score_cnn/models/ohlora_v3_hairstyle_property_cnn.pt
 MERGED = fixed("property_score_cnn/models/ohlora_v3_merged_property_cnn.pth")
 DIRECTION = fixed("vectorfind/v8/property_score_vectors/eyes_change_w_vector_hhhh.csv")
 V8_SCORES = fixed("segmentation/property_score_results_v8/all_scores_ohlora_v3.csv")
+CASE_RESULT = fixed("vectorfind/v8/image_generation_report/test_0001/case_001_000_result.csv")
 MEDIANS = fixed("vectorfind/v8_property_scores/property_scores_mean_and_median.csv")
 TEST_RESULT = fixed("vectorfind/v8/image_generation_report/test_result.csv")
 EVAL_LATENTS = fixed("vectorfind/v8/image_generation_report/latent_codes_all.csv")
@@ -317,6 +318,11 @@ CASES = (
     Case("9-direction-missing", EVALUATE, DIRECTION, missing),
     Case("9-direction-empty", EVALUATE, DIRECTION, empty),
     Case("9-direction-nan", EVALUATE, DIRECTION, nan_value, "finite numbers"),
+    # a resumed evaluation reads back the results it saved per case
+    Case("9-case-result-empty", EVALUATE, CASE_RESULT, empty),
+    Case("9-case-result-cut-mid-row", EVALUATE, CASE_RESULT, cut_mid_row),
+    Case("9-case-result-renamed-column", EVALUATE, CASE_RESULT, renamed_column, "missing column"),
+    Case("9-case-result-not-a-number", EVALUATE, CASE_RESULT, not_a_number, "finite number"),
     # the app: its generator, direction files and the evaluation's cases
     Case("app-v8-empty", APP, V8, empty),
     Case("app-v8-truncated", APP, V8, truncated),

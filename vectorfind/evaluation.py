@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from common.errors import PipelineError
-from common.fileio import atomic_write_csv, atomic_write_text, load_image, save_image
+from common.fileio import atomic_write_csv, atomic_write_text, load_image, read_csv_checked, save_image
 from vectorfind.directions import GROUP_NAMES, TARGET_PROPERTIES, edit_w, group_name, score_column
 from vectorfind.models import Scorer
 from vectorfind.sampling import codes_to_w, render, sample_codes, score
@@ -74,6 +74,28 @@ def passes(corr: dict[str, float], thresholds: dict[str, float]) -> bool:
     return all(np.isfinite(corr[p]) and abs(corr[p]) >= thresholds[p] for p in TARGET_PROPERTIES)
 
 
+def finite_values(frame: pd.DataFrame, path: Path, fix: str) -> np.ndarray:
+    """A table's cells as float32, or a one-line error naming the file when one is text, empty or not finite."""
+    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    if not np.isfinite(values).all():
+        row, column = np.argwhere(~np.isfinite(values))[0]
+        raise PipelineError(f"{path}: row {row + 1}, column {frame.columns[column]!r} is not a finite number; {fix}")
+    return values
+
+
+def read_case_result(path: Path, rows: int) -> pd.DataFrame:
+    """A saved case result (resumed evaluation), checked: the columns, one finite row per grid edit."""
+    fix = "delete it, or run run_vectorfind.py evaluate --force (stage 9)"
+    result = read_csv_checked(path, fix)
+    missing = [c for c in RESULT_COLUMNS if c not in result]
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}; {fix}")
+    if len(result) != rows:
+        raise PipelineError(f"{path}: {len(result)} rows, expected {rows} (one per edit); {fix}")
+    finite_values(result[list(RESULT_COLUMNS)], path, fix)
+    return result
+
+
 @dataclass
 class Cases:
     z: np.ndarray
@@ -87,14 +109,15 @@ def read_cases(latents_csv: Path, group_csv: Path, count: int, seed: int, z_dim:
     if not latents_csv.is_file():
         z, labels = sample_codes(seed, range(count), z_dim, label_size)
         return Cases(z, labels, None, "random")
-    frame = pd.read_csv(latents_csv)
+    fix = "fix or remove the file (without it the evaluation draws seeded random cases)"
+    frame = read_csv_checked(latents_csv, fix)
     if frame.shape[1] != z_dim + label_size:
         raise PipelineError(f"{latents_csv}: {frame.shape[1]} columns, expected {z_dim + label_size} "
-                            f"(z {z_dim} + label {label_size}) for this generator; fix or remove the file")
-    values = frame.to_numpy(np.float32)
+                            f"(z {z_dim} + label {label_size}) for this generator; {fix}")
+    values = finite_values(frame, latents_csv, fix)
     groups = None
     if group_csv.is_file():
-        names = pd.read_csv(group_csv)
+        names = read_csv_checked(group_csv, f"fix or remove it (needed only beside {latents_csv.name})")
         if "group_name" not in names or len(names) != len(frame):
             raise PipelineError(f"{group_csv}: needs a group_name column with one row per row of {latents_csv}")
         groups = [str(g) for g in names["group_name"]]
@@ -143,61 +166,68 @@ def evaluate(generator, scorer: Scorer, directions_of, medians: dict[str, float]
     per_chunk = max(1, settings.batch_size // len(grid))
     rows, inmemory_scores, passed_count = [], {}, 0
     bar = tqdm(total=n_cases, unit="case", disable=not progress, dynamic_ncols=True, desc="evaluating")
-    for chunk_start in range(0, n_cases, per_chunk):
-        chunk = list(range(chunk_start, min(chunk_start + per_chunk, n_cases)))
-        todo = [i for i in chunk if not (resume and case_result_path(report_dir, i).is_file())]
-        computed = {}
-        if todo:
-            w = codes_to_w(generator, cases.z[todo], cases.labels[todo], device)
-            unedited = render(generator, generator.truncation(w))
-            unedited_scores = score(scorer, unedited)
-            wps, meta = [], []
-            for row, i in enumerate(todo):
-                group = cases.groups[i] if cases.groups is not None else group_name(unedited_scores[row], medians)
-                vectors = directions_of(group)
-                scale = weight_scale_of(group) if weight_scale_of is not None else {p: 1.0 for p in TARGET_PROPERTIES}
-                weights = {p: grid[:, j] * scale[p] for j, p in enumerate(TARGET_PROPERTIES)}
-                wps.append(edit_w(w[row:row + 1].expand(len(grid), -1), vectors, weights, generator.num_layers,
-                                  settings.layers))
-                meta.append((i, group, unedited[row]))
-            wp = torch.cat(wps)
-            images = np.concatenate([render(generator, wp[s:s + settings.batch_size])
-                                     for s in range(0, len(wp), settings.batch_size)])
-            scores = score(scorer, images)
-            for row, (i, group, original) in enumerate(meta):
-                case_images = images[row * len(grid):(row + 1) * len(grid)]
-                case_scores = scores[row * len(grid):(row + 1) * len(grid)]
-                computed[i] = (group, case_scores, case_images, original)
-        for i in chunk:
-            if i in computed:
-                group, case_scores, case_images, original = computed[i]
-                target = case_scores[:, [score_column(p) for p in TARGET_PROPERTIES]]
-                inmemory_scores[i] = target
-                if collect is not None:
-                    collect(i, grid, case_scores, case_images)
-                if settings.save_images:
-                    save_image(original, case_dir(report_dir, i) / f"case_{i:03d}_{VECTOR_NO:03d}_original.png")
-                    for k, image in enumerate(case_images):
-                        save_image(image, edited_image_path(report_dir, i, k))
-                result = pd.DataFrame({"pm_idx": np.arange(len(grid)), "eyes_pm": grid[:, 0], "mouth_pm": grid[:, 1],
-                                       "pose_pm": grid[:, 2], "eyes_score": target[:, 0], "mouth_score": target[:, 1],
-                                       "pose_score": target[:, 2]}, columns=RESULT_COLUMNS)
-                atomic_write_csv(result, case_result_path(report_dir, i), index=False)
-                atomic_write_text(case_dir(report_dir, i) / "group_name.txt", group + "\n")
-            else:
-                result = pd.read_csv(case_result_path(report_dir, i))
-                target = result[["eyes_score", "mouth_score", "pose_score"]].to_numpy(np.float32)
-                group = (case_dir(report_dir, i) / "group_name.txt").read_text().strip()
-            corr = correlations(grid, target)
-            ok = passes(corr, settings.thresholds)
-            passed_count += ok
-            rows.append({"case": i, "vector_no": VECTOR_NO, "passed": "O" if ok else "X", "group_name": group,
-                         **{f"{p}_corr": corr[p] for p in TARGET_PROPERTIES},
-                         "sum_abs_corr": float(sum(abs(corr[p]) for p in TARGET_PROPERTIES))})
-        bar.update(len(chunk))
-        if settings.stop_after_passes and passed_count >= settings.stop_after_passes:
-            break
-    bar.close()
+    try:  # the bar closed first, so an error line is not written into it
+        for chunk_start in range(0, n_cases, per_chunk):
+            chunk = list(range(chunk_start, min(chunk_start + per_chunk, n_cases)))
+            todo = [i for i in chunk if not (resume and case_result_path(report_dir, i).is_file())]
+            computed = {}
+            if todo:
+                w = codes_to_w(generator, cases.z[todo], cases.labels[todo], device)
+                unedited = render(generator, generator.truncation(w))
+                unedited_scores = score(scorer, unedited)
+                wps, meta = [], []
+                for row, i in enumerate(todo):
+                    group = cases.groups[i] if cases.groups is not None else group_name(unedited_scores[row], medians)
+                    vectors = directions_of(group)
+                    scale = weight_scale_of(group) if weight_scale_of is not None else {p: 1.0 for p in TARGET_PROPERTIES}
+                    weights = {p: grid[:, j] * scale[p] for j, p in enumerate(TARGET_PROPERTIES)}
+                    wps.append(edit_w(w[row:row + 1].expand(len(grid), -1), vectors, weights, generator.num_layers,
+                                      settings.layers))
+                    meta.append((i, group, unedited[row]))
+                wp = torch.cat(wps)
+                images = np.concatenate([render(generator, wp[s:s + settings.batch_size])
+                                         for s in range(0, len(wp), settings.batch_size)])
+                scores = score(scorer, images)
+                for row, (i, group, original) in enumerate(meta):
+                    case_images = images[row * len(grid):(row + 1) * len(grid)]
+                    case_scores = scores[row * len(grid):(row + 1) * len(grid)]
+                    computed[i] = (group, case_scores, case_images, original)
+            for i in chunk:
+                if i in computed:
+                    group, case_scores, case_images, original = computed[i]
+                    target = case_scores[:, [score_column(p) for p in TARGET_PROPERTIES]]
+                    inmemory_scores[i] = target
+                    if collect is not None:
+                        collect(i, grid, case_scores, case_images)
+                    if settings.save_images:
+                        save_image(original, case_dir(report_dir, i) / f"case_{i:03d}_{VECTOR_NO:03d}_original.png")
+                        for k, image in enumerate(case_images):
+                            save_image(image, edited_image_path(report_dir, i, k))
+                    result = pd.DataFrame({"pm_idx": np.arange(len(grid)), "eyes_pm": grid[:, 0], "mouth_pm": grid[:, 1],
+                                           "pose_pm": grid[:, 2], "eyes_score": target[:, 0], "mouth_score": target[:, 1],
+                                           "pose_score": target[:, 2]}, columns=RESULT_COLUMNS)
+                    atomic_write_csv(result, case_result_path(report_dir, i), index=False)
+                    atomic_write_text(case_dir(report_dir, i) / "group_name.txt", group + "\n")
+                else:
+                    result = read_case_result(case_result_path(report_dir, i), len(grid))
+                    target = result[["eyes_score", "mouth_score", "pose_score"]].to_numpy(np.float32)
+                    group_file = case_dir(report_dir, i) / "group_name.txt"
+                    group = group_file.read_text().strip() if group_file.is_file() else ""
+                    if group not in GROUP_NAMES:
+                        raise PipelineError(f"{group_file}: missing or not a group name; delete "
+                                            f"{case_result_path(report_dir, i).name} beside it, or run run_vectorfind.py "
+                                            f"evaluate --force (stage 9)")
+                corr = correlations(grid, target)
+                ok = passes(corr, settings.thresholds)
+                passed_count += ok
+                rows.append({"case": i, "vector_no": VECTOR_NO, "passed": "O" if ok else "X", "group_name": group,
+                             **{f"{p}_corr": corr[p] for p in TARGET_PROPERTIES},
+                             "sum_abs_corr": float(sum(abs(corr[p]) for p in TARGET_PROPERTIES))})
+            bar.update(len(chunk))
+            if settings.stop_after_passes and passed_count >= settings.stop_after_passes:
+                break
+    finally:
+        bar.close()
     results = pd.DataFrame(rows, columns=TEST_RESULT_COLUMNS)
     atomic_write_csv(results, report_dir / "test_result.csv", index=False)
     statistics = pd.DataFrame([{f"{p}_corr_mean": results[f"{p}_corr"].mean() for p in TARGET_PROPERTIES}
