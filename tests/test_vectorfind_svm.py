@@ -106,3 +106,34 @@ def test_a_conditional_direction_in_the_span_of_the_others_falls_back_to_the_pla
     assert conditional[(first, group)] is plain[(first, group)] and conditional[(second, group)] is plain[(second, group)]
     assert abs(float(conditional[(third, group)] @ plain[(first, group)])) < 1e-5  # projected as usual
     assert len(lines) == 1 and "plain direction stands in" in lines[0] and f"{first}/{group}" in lines[0]
+
+
+def test_ridge_directions_recover_the_planted_ones_and_keep_svm_attributes():
+    w, scores, planted = planted_sample(n=4000)
+    medians = compute_medians(scores)
+    ridge = fit_directions(w, scores, medians, pooled=True, method="ridge")
+    svm = fit_directions(w, scores, medians, pooled=True, method="svm")
+    for prop in TARGET_PROPERTIES:
+        cosine = float(ridge.plain[(prop, GROUP_NAMES[0])] @ planted[SCORE_NAMES.index(prop)])
+        assert cosine >= 0.99, (prop, cosine)  # towards more, and closer than the noise allows an SVM to be
+    for attribute in GROUP_PROPERTIES:  # the grouping attributes stay SVM normals whatever the target method
+        np.testing.assert_array_equal(ridge.attributes[attribute], svm.attributes[attribute])
+    pooled = ridge.accuracy[ridge.accuracy.group == "pooled"]
+    assert len(pooled) == 3 and pooled.valid_accuracy.min() > 0.95 and (pooled.n_valid > 0).all()
+
+
+def test_ridge_direction_leans_on_what_moves_every_sample_more_than_the_svm_does():
+    """A score that follows factor a everywhere, plus rare large jumps signed by b: the top and bottom 20 % are full
+    of b-jumps, so their SVM leans on b; the regression over every sample leans on a."""
+    from vectorfind.svm import fit_linear_svm, fit_ridge
+
+    rng = np.random.default_rng(5)
+    n, dim = 4000, 16
+    w = rng.standard_normal((n, dim)).astype(np.float32)
+    jumps = (rng.random(n) < 0.15) * np.sign(w[:, 1]) * 6.0
+    score = w[:, 0] + jumps + 0.1 * rng.standard_normal(n)
+    members = np.arange(n)
+    top, bottom = top_bottom(score, 0.2)
+    ridge = fit_ridge(w, score, members, top, bottom, 0.8, [0])
+    svm = fit_linear_svm(w, top, bottom, 0.8, [0], 0)
+    assert ridge.vector[0] > abs(ridge.vector[1]) and ridge.vector[0] > svm.vector[0]

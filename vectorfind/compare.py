@@ -90,7 +90,7 @@ def run_compare(ctx, force: bool = False) -> dict:
     out = ctx.out
     summary_path = out / "compare" / "compare_summary.json"
     key = json.dumps({"run": ctx.fingerprint, "cases": config.compare_cases, "layers": config.compare_layers,
-                      "unit": config.edit_unit, "scale": config.edit_scale, "edit_layers": config.edit_layers,
+                      "unit": config.edit_unit, "scale": config.edit_scales, "edit_layers": config.edit_layers,
                       "kind": config.direction_kind}, sort_keys=True)
     if not force and summary_path.is_file():
         previous = json.loads(summary_path.read_text())

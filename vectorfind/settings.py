@@ -13,6 +13,7 @@ MEDIAN_SOURCES = ("sample", "separate")
 EDIT_UNITS = ("w", "sd")
 LABEL_SOURCES = ("cnn", "landmarks")
 POSE_MEASURES = ("yaw", "roll")
+DIRECTION_METHODS = ("svm", "ridge")
 
 
 @dataclass
@@ -53,12 +54,18 @@ class VectorFindConfig:
     svm_jobs: int = field(default=1, metadata={"help": "SVMs fitted in parallel (joblib processes)"})
     orientation: str = field(default="more", metadata={
         "help": "more: adding a vector increases the property; original: towards smaller (the original's sign)"})
+    direction_method: str = field(default="svm", metadata={
+        "help": "how each target direction is fitted: svm (the original: LinearSVC normal between the top and bottom "
+                "top_ratio) or ridge (ridge-regression gradient of the score on w over every labelled sample)"})
     direction_kind: str = field(default="plain", metadata={
         "help": "which set goes to property_score_vectors/: plain SVM normals or conditional (projected)"})
     edit_layers: str = field(default="", metadata={"help": "empty = all layers, or a range such as 0-7"})
     edit_unit: str = field(default="w", metadata={
         "help": "w: grid weights are w-space lengths (the original); sd: multiples of the sample's SD along each vector"})
     edit_scale: float = field(default=1.0, metadata={"help": "multiplies every grid weight"})
+    eyes_edit_scale: float = field(default=1.0, metadata={"help": "multiplies the eyes grid weights (x edit_scale)"})
+    mouth_edit_scale: float = field(default=1.0, metadata={"help": "multiplies the mouth grid weights (x edit_scale)"})
+    pose_edit_scale: float = field(default=1.0, metadata={"help": "multiplies the pose grid weights (x edit_scale)"})
     eval_cases: int = 100
     eval_seed: int = 8
     eval_batch_size: int = field(default=100, metadata={"help": "edited images per generator batch"})
@@ -75,6 +82,7 @@ class VectorFindConfig:
 
     def validate(self) -> None:
         choices = {"orientation": ORIENTATIONS, "direction_kind": DIRECTION_KINDS, "label_source": LABEL_SOURCES,
+                   "direction_method": DIRECTION_METHODS,
                    "pose_measure": POSE_MEASURES,
                    "median_source": MEDIAN_SOURCES, "edit_unit": EDIT_UNITS}
         check_device_name(self.device, "[vectorfind] device")
@@ -82,6 +90,9 @@ class VectorFindConfig:
             if getattr(self, name) not in allowed:
                 raise PipelineError(f"[vectorfind] {name} must be one of {', '.join(allowed)}, "
                                     f"got {getattr(self, name)!r}")
+        for name in ("edit_scale", "eyes_edit_scale", "mouth_edit_scale", "pose_edit_scale"):
+            if not getattr(self, name) > 0:
+                raise PipelineError(f"[vectorfind] {name} must be > 0, got {getattr(self, name)}")
         for name in ("num_samples", "shard_size", "batch_size", "eval_batch_size", "median_samples", "landmark_samples"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"[vectorfind] {name} must be >= 1, got {getattr(self, name)}")
@@ -91,6 +102,12 @@ class VectorFindConfig:
             raise PipelineError(f"[vectorfind] train_fraction must be in (0, 1), got {self.train_fraction}")
         parse_layer_range(self.edit_layers)
         parse_layer_range(self.compare_layers)
+
+    @property
+    def edit_scales(self) -> dict[str, float]:
+        """Grid-weight multiplier per target property (edit_scale x the property's own)."""
+        return {"eyes": self.edit_scale * self.eyes_edit_scale, "mouth": self.edit_scale * self.mouth_edit_scale,
+                "pose": self.edit_scale * self.pose_edit_scale}
 
     @property
     def thresholds(self) -> dict[str, float]:

@@ -171,7 +171,8 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
     info_path = ctx.out / "directions_info.json"
     settings = {k: getattr(config, k) for k in ("num_samples", "seed", "median_source", "top_ratio",
                                                  "train_fraction", "split_seed", "svm_random_state",
-                                                 "orientation", "direction_kind", "label_source")}
+                                                 "orientation", "direction_kind", "label_source",
+                                                 "direction_method")}
     if config.label_source == "landmarks":
         settings |= {"landmark_samples": config.landmark_samples, "pose_measure": config.pose_measure}
     if not force and info_path.is_file():
@@ -189,7 +190,8 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
         scores, keep = landmark_scores(samples.scores, geometry, config.pose_measure)
         w, pooled = samples.w[keep], True
     found = fit_directions(w, scores, medians, config.top_ratio, config.train_fraction,
-                           config.split_seed, config.svm_random_state, config.svm_jobs, pooled=pooled)
+                           config.split_seed, config.svm_random_state, config.svm_jobs, pooled=pooled,
+                           method=config.direction_method)
     for kind, vectors in (("plain", found.plain), ("conditional", found.conditional)):
         for (prop, group), vector in vectors.items():
             save_direction(direction_path(vectors_dir(ctx, kind), prop, group), vector)
@@ -209,16 +211,18 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
 
 
 def weight_scales(ctx: Context, directions_of, w: np.ndarray | None):
-    """Grid-weight multipliers per group: edit_scale, times the SD of the sample's w along each vector ('sd')."""
+    """Grid-weight multipliers per group: the property's edit scale, times the SD of the sample's w along each
+    vector ('sd')."""
     config = ctx.config
+    scales = config.edit_scales
     if config.edit_unit == "w":
-        return lambda group: {p: config.edit_scale for p in TARGET_PROPERTIES}
+        return lambda group: dict(scales)
     cache: dict[str, dict[str, float]] = {}
 
     def of(group: str) -> dict[str, float]:
         if group not in cache:
             vectors = directions_of(group)
-            cache[group] = {p: config.edit_scale * float(np.std(w.astype(np.float64) @ vectors[p].astype(np.float64)))
+            cache[group] = {p: scales[p] * float(np.std(w.astype(np.float64) @ vectors[p].astype(np.float64)))
                             for p in TARGET_PROPERTIES}
         return cache[group]
 
@@ -253,8 +257,8 @@ def run_evaluate(ctx: Context, force: bool = False) -> dict:
                                   config.save_images, config.png_check_cases, config.stop_after_passes)
     digest = hashlib.sha1(b"".join(directions_of(g)[p].tobytes() for g in GROUP_NAMES for p in TARGET_PROPERTIES))
     fingerprint = json.dumps({"directions": digest.hexdigest(), "run": ctx.fingerprint} | {k: getattr(config, k) for k in (
-        "edit_layers", "edit_unit", "edit_scale", "eval_seed", "eval_cases", "eyes_threshold", "mouth_threshold",
-        "pose_threshold")}, sort_keys=True)
+        "edit_layers", "edit_unit", "edit_scale", "eyes_edit_scale", "mouth_edit_scale", "pose_edit_scale",
+        "eval_seed", "eval_cases", "eyes_threshold", "mouth_threshold", "pose_threshold")}, sort_keys=True)
     summary = evaluate(generator, ctx.scorer, directions_of, read_medians(ctx.medians_dir), cases, report_dir,
                        settings, weight_scales(ctx, directions_of, w), fingerprint, force, ctx.device, ctx.progress)
     if config.landmark_cases > 0 and config.save_images:
