@@ -20,6 +20,7 @@ import pandas as pd
 
 from common.errors import PipelineError
 from common.fileio import atomic_path, read_csv_checked
+from common.paths import repo_relative
 
 RESULT_COLUMNS = ("case", "vector_no", "passed", "group_name", "eyes_corr", "mouth_corr", "pose_corr", "sum_abs_corr")
 REPORT_DIR = "image_generation_report"
@@ -127,7 +128,7 @@ def face_choices(vectorfind_dir: Path, latent_dim: int, seed: int, num_seeded: i
     cases, else seeded faces."""
     selected = read_selection(vectorfind_dir)
     if selected:
-        return selected, str(Path(vectorfind_dir) / Z_VECTORS_FILE)
+        return selected, repo_relative(Path(vectorfind_dir) / Z_VECTORS_FILE)
     cases = read_evaluated_cases(vectorfind_dir)
     if len(cases) and latent_columns(cases):
         passed = cases[passed_mask(cases)]
@@ -135,7 +136,7 @@ def face_choices(vectorfind_dir: Path, latent_dim: int, seed: int, num_seeded: i
                             r[latent_columns(cases)].to_numpy(np.float32), r.get("group_name"), int(r["case"]))
                  for _, r in passed.iterrows()]
         if faces:
-            return faces, f"{Path(vectorfind_dir) / REPORT_DIR} (passed cases)"
+            return faces, f"{repo_relative(Path(vectorfind_dir) / REPORT_DIR)} (passed cases)"
     return [seeded_face(seed + i, latent_dim) for i in range(num_seeded)], f"seeds {seed}-{seed + num_seeded - 1}"
 
 

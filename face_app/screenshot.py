@@ -1,6 +1,7 @@
 """The README's screenshot: the app built from the repository's files, photographed by headless Chromium.
 
     .venv/bin/python -m face_app.screenshot [--out docs/face_app_edit.png] [--tab Edit] [--eyes 1.0]
+                                            [--output-root DIR]   (the run whose generator and directions it shows)
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import tempfile
 import time
 
-from common.config import REPO_ROOT, resolve_config
+from common.config import REPO_ROOT, add_run_arguments, resolve_config
 from common.errors import PipelineError, run_main
 from common.fileio import atomic_path
 from face_app.browser import BROWSER_MISSING, browser_available, chromium_driver, free_port, open_tab, wait_for
@@ -22,6 +23,7 @@ def main() -> int:
     parser.add_argument("--eyes", type=float, default=1.0, help="eyes slider value shown (Edit tab)")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=860)
+    add_run_arguments(parser)
     args = parser.parse_args()
     if not browser_available():
         raise PipelineError(BROWSER_MISSING)
@@ -31,7 +33,7 @@ def main() -> int:
     from face_app.launch import AppConfig, build_from_repo
 
     with tempfile.TemporaryDirectory() as scratch:
-        config = resolve_config(AppConfig, "app", saved_dir=scratch)
+        config = resolve_config(AppConfig, "app", args, saved_dir=scratch)
         app, _ = build_from_repo(config)
         port = free_port()
         serve(app, "127.0.0.1", port, block=False)
