@@ -43,6 +43,7 @@ bench: install
 	$(PY) bench/bench_vectorfind.py
 	$(PY) bench/bench_app.py
 
-clean-outputs:
-	rm -rf stylegan/synthesize_results stylegan/synthesize_results_filtered cnn/models cnn/log \
-	       cnn/inference_result segmentation/segmentation_results segmentation/property_score_results
+# Every output of stages 1-9 and the reports (common/outputs.py lists them and what is kept); refused while a run
+# holds the folder. `$(PY) -m common.outputs --dry-run` lists them; `--quick` / `--output-root DIR` for another root.
+clean-outputs: install
+	$(PY) -m common.outputs

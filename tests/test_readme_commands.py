@@ -50,7 +50,8 @@ NEEDS_EARLIER_OUTPUTS = {
 }
 # No --dry-run: checked with --help (exit 0) and their flags against the help text.
 HELP_ONLY_SCRIPTS = {"run_pipeline.py"} | {f"bench/{p.name}" for p in (REPO / "bench").glob("*.py")}
-HELP_ONLY_MODULES = {"cnn.glasses", "stylegan.train_embedded_base", "face_app.screenshot", "common.run_compare"}
+HELP_ONLY_MODULES = {"cnn.glasses", "stylegan.train_embedded_base", "face_app.screenshot", "common.run_compare",
+                     "common.outputs"}
 # Flags of tools that are not this project's scripts, allowed in inline code.
 OUTSIDE_FLAGS = {"--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--no-deps", "--extra-index-url"}
 
