@@ -14,7 +14,8 @@ kept images and draws the funnel and the kept-vs-rejected grid.
 
 import argparse
 
-from cnn.filter_stage import CnnConfig, plan, run_filter_stage
+from cnn.config import CnnConfig
+from cnn.stage import plan, run_filter_stage
 from common.config import add_config_arguments, config_to_dict, resolve_config
 from common.errors import run_main
 

@@ -46,7 +46,7 @@ def _rows(path: Path) -> int:
 def step_images(root: Path) -> dict[str, tuple[int, str]]:
     """{step: (images, what they are)} from the files each step wrote under `root` (paths of the resolved config)."""
     from common.config import resolve_config
-    from cnn.filter_stage import CnnConfig
+    from cnn.config import CnnConfig
     from property_score_cnn.stage import PropertyCnnConfig
     from segmentation.segmentation_stage import SegmentationConfig
     from stylegan.generate import GeneratorConfig

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnn.filter_stage import CnnConfig, load_fold_model, model_path
+from cnn.config import CnnConfig
+from cnn.fold_models import load_fold_model, model_path
 from cnn.training import predict_scores
 from common.config import resolve_config
 from common.devices import choose_device

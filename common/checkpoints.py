@@ -9,8 +9,8 @@ API (small on purpose; every loader in the project goes through it):
   line names the missing, unexpected and wrong-shape keys (first three of each) and `source`.
 * `save_weights(path, obj)` -> `torch.save` through a temp file then rename, so a killed writer leaves no half file.
   `skip_identical=True` leaves a file that already holds exactly `obj`'s tensors alone: torch.save writes different
-  bytes for the same tensors each time, and later stages fingerprint a model file by its bytes (VectorFind's shards),
-  so re-exporting a finished model must not touch it.
+  bytes for the same tensors each time, so re-exporting a finished model must not touch it (what a result was made
+  from is fingerprinted by its tensors: common.freshness.checkpoint_digest).
 """
 
 from __future__ import annotations
@@ -94,30 +94,3 @@ def save_weights(path: str | Path, obj, skip_identical: bool = False) -> bool:
         raise PipelineError(f"{path}: could not write ({str(exc).splitlines()[0]}); free disk space or choose a "
                             f"writable --output-root, then run the same command again to resume") from None
     return True
-
-
-def checkpoint_digest(path: str | Path) -> str:
-    """A digest of a checkpoint's contents (entry names, dtypes, shapes and values of every tensor, other values by
-    repr), not of its bytes: torch.save writes a fresh serialization id into every file, so two saves of the same
-    tensors differ byte for byte. What a result was made from is fingerprinted with this."""
-    import hashlib
-
-    digest = hashlib.sha1()
-
-    def walk(name: str, value) -> None:
-        digest.update(name.encode())
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, dict):
-            for key in sorted(value, key=str):
-                walk(f"{name}.{key}", value[key])
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                walk(f"{name}[{i}]", item)
-        else:
-            digest.update(repr(value).encode())
-
-    walk("", read_weights(path))
-    return digest.hexdigest()[:16]

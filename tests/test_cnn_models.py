@@ -7,7 +7,8 @@ import torch
 from cnn.models import build_property_cnn, conv_plan, crop_window
 from cnn.training import (AttemptResult, TrainSettings, binary_metrics, fold_splits, predict_scores,
                           train_attempt, train_fold_with_restarts)
-from cnn.filter_stage import ensemble_average, keep_mask
+from cnn.inference import ensemble_average
+from cnn.keep import keep_mask
 from common.errors import PipelineError
 
 

@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from cnn.ensembles import load_ensembles
-from cnn.filter_stage import CnnConfig, config_labels, keep_mask, obtain_labels, list_generated_images, run_filter_stage
+from cnn.config import CnnConfig
+from cnn.images import list_generated_images
+from cnn.keep import keep_mask
+from cnn.labels import config_labels, obtain_labels
+from cnn.stage import run_filter_stage
 from cnn.models import build_property_cnn, crop_window
 from cnn.properties import parse_property_rules
 from common.config import resolve_config

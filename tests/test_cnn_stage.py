@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from cnn.annotate import AnnotatorThresholds, FaceAnnotator, labels_from_signals, strip_sharpness
-from cnn.filter_stage import CnnConfig, read_labels, run_filter_stage
+from cnn.config import CnnConfig
+from cnn.labels import read_labels
+from cnn.stage import run_filter_stage
 from common.config import resolve_config
 from common.errors import PipelineError
 from common.fileio import load_image, save_image
@@ -169,7 +171,8 @@ def test_stage_end_to_end_then_reuse_and_retrain(tmp_path, faces):
 def test_stage_annotates_missing_labels(tmp_path, faces):
     _write_images(tmp_path / "images", faces[:12])
     config = _config(tmp_path, annotate=True, num_labelled=10)
-    from cnn.filter_stage import list_generated_images, obtain_labels
+    from cnn.images import list_generated_images
+    from cnn.labels import obtain_labels
 
     labels = obtain_labels(config, list_generated_images(config.path("images_dir")), force=False, log=lambda m: None)
     assert labels["img_name"].tolist() == list(range(10))
@@ -228,7 +231,7 @@ def test_cli_errors_are_one_line(tmp_path, repo_root, faces):
 
 
 def test_export_kept_hardlinks_and_drops_stale_images(tmp_path):
-    from cnn.filter_stage import export_kept
+    from cnn.keep import export_kept
 
     sources = []
     for i in range(3):
@@ -250,7 +253,7 @@ def test_export_kept_hardlinks_and_drops_stale_images(tmp_path):
 
 
 def test_fold_model_round_trip_and_one_line_errors(tmp_path):
-    from cnn.filter_stage import load_fold_model, model_path
+    from cnn.fold_models import load_fold_model, model_path
     from cnn.models import build_property_cnn
     from common.checkpoints import save_weights
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from cnn.filter_stage import CnnConfig
+from cnn.config import CnnConfig
 from common import config as config_module
 from common.config import add_config_arguments, dump_config, resolve_config
 from common.errors import PipelineError

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from common.fileio import atomic_write_csv, atomic_write_text, save_image
+from common.freshness import read_record, record_text, what_differs
 from common.images import make_grid
 from vectorfind.directions import SCORE_NAMES, TARGET_PROPERTIES, edit_w, group_name, score_column
 from vectorfind.evaluation import Cases, EvaluationSettings, evaluate
@@ -89,13 +90,12 @@ def run_compare(ctx, force: bool = False) -> dict:
     config = ctx.config
     out = ctx.out
     summary_path = out / "compare" / "compare_summary.json"
-    key = json.dumps({"run": ctx.fingerprint, "cases": config.compare_cases, "layers": config.compare_layers,
-                      "unit": config.edit_unit, "scale": config.edit_scales, "edit_layers": config.edit_layers,
-                      "kind": config.direction_kind}, sort_keys=True)
-    if not force and summary_path.is_file():
-        previous = json.loads(summary_path.read_text())
-        if previous.get("key") == key:
-            return previous | {"skipped": True}
+    key = record_text({"run": ctx.fingerprint, "cases": config.compare_cases, "layers": config.compare_layers,
+                       "unit": config.edit_unit, "scale": config.edit_scales, "edit_layers": config.edit_layers,
+                       "kind": config.direction_kind})
+    previous = None if force else read_record(summary_path, fix="delete it or re-run with --force")
+    if previous is not None and not what_differs(previous.get("key"), key):
+        return previous | {"skipped": True}
     generator = ctx.generator
     samples = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint)
     population_sd = samples.scores.std(axis=0).astype(np.float64)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text, load_image, read_csv_checked, save_image
+from common.freshness import what_differs
 from vectorfind.directions import GROUP_NAMES, TARGET_PROPERTIES, edit_w, group_name, score_column
 from vectorfind.models import Scorer
 from vectorfind.sampling import codes_to_w, render, sample_codes, score
@@ -159,7 +160,7 @@ def evaluate(generator, scorer: Scorer, directions_of, medians: dict[str, float]
     started = time.perf_counter()
     report_dir.mkdir(parents=True, exist_ok=True)
     previous = report_dir / FINGERPRINT_FILE
-    resume = not force and previous.is_file() and previous.read_text() == fingerprint
+    resume = not force and previous.is_file() and not what_differs(previous.read_text(), fingerprint)
     atomic_write_text(previous, fingerprint)
     grid = edit_grid()
     n_cases = len(cases.z)

@@ -12,7 +12,6 @@ reads the same complete set of shard files, so the merge is exactly the single-p
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.checkpoints import checkpoint_digest
 from common.errors import PipelineError
 from common.fileio import atomic_path
+from common.freshness import checkpoint_digest, record_text, what_differs
 from common.images import to_uint8
 from stylegan.generate import batch_invariant, sample_latents
 
@@ -40,12 +39,6 @@ class Samples:
     w: np.ndarray        # [N, 512] float32
     scores: np.ndarray   # [N, 8] float32, merged CNN output order
     seed: int
-
-
-def file_digest(path: Path) -> str:
-    """What a sample was made from: the checkpoint's tensors (common.checkpoints.checkpoint_digest), so a re-export
-    of the same weights, whose bytes differ, still matches."""
-    return checkpoint_digest(path)
 
 
 def sample_codes(seed: int, indices, z_dim: int, label_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,9 +97,9 @@ def read_shard(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
             shard = {k: data[k] for k in data.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # BadZipFile: an empty or cut file
         raise PipelineError(f"{path}: unreadable shard ({exc}); delete it or re-run with --force") from None
-    if str(shard.get("fingerprint")) != fingerprint:
-        raise PipelineError(f"{path}: made by another run (generator, property CNN or seed differ); "
-                            f"re-run with --force to resample")
+    differs = what_differs(str(shard.get("fingerprint")), fingerprint)
+    if differs:
+        raise PipelineError(f"{path}: made by another run ({differs}); re-run with --force to resample")
     for key in ("w", "scores"):  # a sample shard's arrays (a landmark geometry shard has neither; NaN is allowed
         values = shard.get(key)    # there for faces the landmark model did not find)
         if values is not None and (values.dtype.kind != "f" or not np.isfinite(values).all()):
@@ -186,5 +179,7 @@ def load_samples(samples_dir: Path, num_samples: int, shard_size: int, fingerpri
 
 
 def run_fingerprint(generator_path: Path, cnn_identity: str, seed: int, label_size: int) -> str:
-    return json.dumps({"generator": generator_path.name, "generator_digest": file_digest(generator_path),
-                       "property_cnn": cnn_identity, "seed": seed, "label_size": label_size}, sort_keys=True)
+    """What every shard of a run is made from, stored in each (the generator by its tensors, so a re-export of the
+    same weights, whose bytes differ, still matches)."""
+    return record_text({"generator": generator_path.name, "generator_digest": checkpoint_digest(generator_path),
+                        "property_cnn": cnn_identity, "seed": seed, "label_size": label_size})

@@ -13,7 +13,6 @@ and medians_dir/property_scores_{sampled,mean_and_median}.csv (the grouping medi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from common.paths import repo_relative, resolve_repo_path
 from common.devices import choose_device
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text, read_csv_checked
+from common.freshness import checkpoint_digest, digest, read_record, record_text, what_differs
 from vectorfind.directions import (GROUP_NAMES, GROUP_PROPERTIES, TARGET_PROPERTIES, direction_path,
                                    load_directions, save_direction, score_column)
 from vectorfind.evaluation import EvaluationSettings, edit_grid, edited_image_path, evaluate, read_cases
@@ -35,8 +35,7 @@ from vectorfind.landmarks import (grade_with_landmarks, landmark_scores, load_sa
                                   measure_sample_geometry)
 from vectorfind.models import (Scorer, choose_generator, load_chosen_generator,
                                property_cnn_scorer)
-from vectorfind.sampling import (distributed_rank_world, file_digest, load_samples, run_fingerprint,
-                                 sample_shards, wait_for_all)
+from vectorfind.sampling import distributed_rank_world, load_samples, run_fingerprint, sample_shards, wait_for_all
 from vectorfind.settings import VectorFindConfig, parse_layer_range
 from vectorfind.svm import compute_medians, enable_sklearnex, fit_directions, oriented
 
@@ -86,7 +85,7 @@ def build_context(config: VectorFindConfig, progress: bool = True) -> Context:
     # a fixed inner batch (a multiple of stylegan.generate.ROW_MULTIPLE), so scores do not depend on --batch-size
     scorer = property_cnn_scorer(config.property_cnn, generator.resolution, 256, device)
     cnn_path = resolve_repo_path(config.property_cnn)
-    fingerprint = run_fingerprint(choice.path, f"{cnn_path.name}:{file_digest(cnn_path)}", config.seed,
+    fingerprint = run_fingerprint(choice.path, f"{cnn_path.name}:{checkpoint_digest(cnn_path)}", config.seed,
                                   choice.label_size)
     return Context(config, generator, scorer, choice.describe(), fingerprint, device, rank, world,
                    progress and rank == 0)
@@ -95,7 +94,7 @@ def build_context(config: VectorFindConfig, progress: bool = True) -> Context:
 def median_fingerprint(ctx: Context) -> str:
     info = json.loads(ctx.fingerprint)
     info["seed"] = ctx.config.median_seed
-    return json.dumps(info, sort_keys=True)
+    return record_text(info)
 
 
 def run_sample(ctx: Context, force: bool = False) -> dict:
@@ -175,10 +174,9 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
                                                  "direction_method")}
     if config.label_source == "landmarks":
         settings |= {"landmark_samples": config.landmark_samples, "pose_measure": config.pose_measure}
-    if not force and info_path.is_file():
-        info = json.loads(info_path.read_text())
-        if info.get("settings") == settings and info.get("fingerprint") == ctx.fingerprint:
-            return info | {"skipped": True}
+    info = None if force else read_record(info_path, fix="delete it or re-run with --force")
+    if info is not None and not what_differs(info, {"settings": settings, "fingerprint": ctx.fingerprint}):
+        return info | {"skipped": True}
     started = time.perf_counter()
     samples = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint)
     medians = read_medians(ctx.medians_dir)
@@ -255,10 +253,11 @@ def run_evaluate(ctx: Context, force: bool = False) -> dict:
         w = load_samples(ctx.samples_dir, config.num_samples, config.shard_size, ctx.fingerprint).w
     settings = EvaluationSettings(config.thresholds, parse_layer_range(config.edit_layers), config.eval_batch_size,
                                   config.save_images, config.png_check_cases, config.stop_after_passes)
-    digest = hashlib.sha1(b"".join(directions_of(g)[p].tobytes() for g in GROUP_NAMES for p in TARGET_PROPERTIES))
-    fingerprint = json.dumps({"directions": digest.hexdigest(), "run": ctx.fingerprint} | {k: getattr(config, k) for k in (
+    directions = digest(*(directions_of(g)[p] for g in GROUP_NAMES for p in TARGET_PROPERTIES), algorithm="sha1",
+                        length=None)
+    fingerprint = record_text({"directions": directions, "run": ctx.fingerprint} | {k: getattr(config, k) for k in (
         "edit_layers", "edit_unit", "edit_scale", "eyes_edit_scale", "mouth_edit_scale", "pose_edit_scale",
-        "eval_seed", "eval_cases", "eyes_threshold", "mouth_threshold", "pose_threshold")}, sort_keys=True)
+        "eval_seed", "eval_cases", "eyes_threshold", "mouth_threshold", "pose_threshold")})
     summary = evaluate(generator, ctx.scorer, directions_of, read_medians(ctx.medians_dir), cases, report_dir,
                        settings, weight_scales(ctx, directions_of, w), fingerprint, force, ctx.device, ctx.progress)
     if config.landmark_cases > 0 and config.save_images:
