@@ -18,7 +18,8 @@ import argparse
 
 from common.config import add_config_arguments, config_to_dict, resolve_config
 from common.errors import run_main
-from property_score_cnn.stage import MODEL_CHOICES, PropertyCnnConfig, plan, run_property_cnn_stage
+from property_score_cnn.config import MODEL_CHOICES, PropertyCnnConfig
+from property_score_cnn.stage import plan, run_property_cnn_stage
 
 
 def main() -> int:

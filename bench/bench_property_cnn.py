@@ -26,7 +26,7 @@ from common.config import resolve_config
 from property_score_cnn.models import MergedPropertyScoreCNN
 from common.devices import choose_device
 from property_score_cnn.scoring import load_property_cnn, score_images
-from property_score_cnn.stage import PropertyCnnConfig
+from property_score_cnn.config import PropertyCnnConfig
 
 OUR_BATCH = 256
 

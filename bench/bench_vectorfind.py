@@ -44,7 +44,7 @@ def timed(fn):
 def merged_cnn(config: VectorFindConfig, resolution: int):
     from property_score_cnn import load_property_cnn, score_images
     from property_score_cnn.models import build_model
-    from property_score_cnn.stage import PropertyCnnConfig
+    from property_score_cnn.config import PropertyCnnConfig
 
     path = resolve_repo_path(config.property_cnn)
     if path.is_file():

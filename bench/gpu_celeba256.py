@@ -47,7 +47,7 @@ def step_images(root: Path) -> dict[str, tuple[int, str]]:
     """{step: (images, what they are)} from the files each step wrote under `root` (paths of the resolved config)."""
     from common.config import resolve_config
     from cnn.config import CnnConfig
-    from property_score_cnn.stage import PropertyCnnConfig
+    from property_score_cnn.config import PropertyCnnConfig
     from segmentation.segmentation_stage import SegmentationConfig
     from stylegan.generate import GeneratorConfig
     from stylegan_modified.fine_tuning import FineTuneConfig

@@ -17,7 +17,8 @@ from property_score_cnn import (PROPERTY_NAMES, generator_output_to_uint8, load_
                                 score_images)
 from property_score_cnn.models import (SEVEN_BRANCHES, BranchCNN, HairstyleScoreCNN, MergedPropertyScoreCNN,
                                        PropertyScoreCNN, crop_window, merge_models)
-from property_score_cnn.stage import PropertyCnnConfig, run_property_cnn_stage
+from property_score_cnn.config import PropertyCnnConfig
+from property_score_cnn.stage import run_property_cnn_stage
 from property_score_cnn.training import train_regression_cnn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
