@@ -18,7 +18,9 @@ import numpy as np
 
 from common.config import add_config_arguments, config_to_dict, resolve_config
 from common.errors import PipelineError, run_main
-from stylegan_modified.fine_tuning import FineTuneConfig, evaluate_fine_tuning, run_fine_tuning
+from stylegan_modified.config import FineTuneConfig
+from stylegan_modified.evaluation import evaluate_fine_tuning
+from stylegan_modified.stage import run_fine_tuning
 
 SECTIONS = {"v1": "fine_tuning", "v8": "fine_tuning_v8"}
 

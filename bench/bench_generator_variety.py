@@ -41,7 +41,8 @@ from stylegan.distillation import student_latents
 from stylegan.generate import GeneratorConfig
 from stylegan.teacher_dcgan import load_teacher
 from stylegan.variety import variety_figures
-from stylegan_modified.fine_tuning import LABEL_SIZE, FineTuneConfig, load_generator_file
+from stylegan_modified.config import LABEL_SIZE, FineTuneConfig
+from stylegan_modified.models import load_generator_file
 
 BASE = "stylegan/models/embedded_stylegan_64.pth"
 FINE_TUNED = {"v1": "stylegan_modified/stylegan_gen_fine_tuned_v1.pth",

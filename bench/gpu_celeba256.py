@@ -50,7 +50,7 @@ def step_images(root: Path) -> dict[str, tuple[int, str]]:
     from property_score_cnn.config import PropertyCnnConfig
     from segmentation.segmentation_stage import SegmentationConfig
     from stylegan.generate import GeneratorConfig
-    from stylegan_modified.fine_tuning import FineTuneConfig
+    from stylegan_modified.config import FineTuneConfig
     from vectorfind.settings import VectorFindConfig
 
     def cfg(cls, section, stage=None):

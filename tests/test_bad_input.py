@@ -161,6 +161,7 @@ SCORES_V2 = fixed("segmentation/property_score_results/all_scores_v2.csv")
 V1 = fixed("stylegan_modified/stylegan_gen_fine_tuned_v1.pth")
 V1_DIS = fixed("stylegan_modified/stylegan_dis_fine_tuned_v1.pth")
 V8 = fixed("stylegan/models/stylegan_gen_fine_tuned_v8.pth")
+MONITOR_FOLD = fixed("cnn/models/gender_model_0.pt")
 SEVEN = fixed("property_score_cnn/models/stylegan_gen_fine_tuned_v2_cnn.pth")
 HAIRSTYLE = fixed("property_score_cnn/models/ohlora_v3_hairstyle_property_cnn.pth")
 MERGED = fixed("property_score_cnn/models/ohlora_v3_merged_property_cnn.pth")
@@ -199,7 +200,7 @@ APP = ("run_app.py", "--check")
 #   stage 3   kept image: E T W(gray, size)
 #   stage 4   class map: M E T W(size) | face crop: M E W(size, gray) | kept image (landmarks): M T W(size)
 #   stage 5   score CSV: M E T W(column, text, NaN) | kept image: M T W(size) | seven / hairstyle CNN (merge): M T W
-#   stage 6   v1: score CSV: M E T W(column, text, NaN) | kept image: M T W(size, gray)
+#   stage 6   v1: score CSV: M E T W(column, text, NaN) | kept image: M T W(size, gray) | monitor fold model: M
 #             v8: FineTune-v1 G: M E T W | FineTune-v1 D: M T W | v8-dataset image: T W(size)
 #   stage 7   FineTune-v1 (generation): M E T W | labels CSV: T W(column, NaN) | generated image: T W(gray) |
 #             kept image (segmentation): T W(size) | class map: T | face crop: M
@@ -212,7 +213,8 @@ APP = ("run_app.py", "--check")
 # fewer), a missing stage-2 labels CSV (the annotator writes it), a missing v8 score CSV for the hairstyle CNN
 # (it falls back to the stage-1 set's), a missing sample or geometry shard (the sample phase computes it: a killed
 # run resumes that way), a missing FineTune-v8 for VectorFind and the app (they fall back to FineTune-v1), a
-# missing stage-2 fold model for fine-tuning (its monitor is left out, said in the log).
+# property stage 7 left out for scarce labels (skip_scarce_properties: FineTune-v8's monitor leaves it out, said in
+# the log).
 
 CASES = (
     # stage 2: the stage-1 images and the labels
@@ -267,6 +269,8 @@ CASES = (
     Case("6-image-truncated", TUNE_V1, FILTERED, truncated, "truncated"),
     Case("6-image-wrong-size", TUNE_V1, SCORED, wrong_size),
     Case("6-image-grayscale", TUNE_V1, SCORED, grayscale, "expected 8-bit RGB"),
+    # the monitor's stage-2 ensembles
+    Case("6-monitor-fold-missing", TUNE_V1, MONITOR_FOLD, missing, "monitor_classifiers"),
     # stage 6 v8: FineTune-v8 starts from FineTune-v1 and trains on the v8 dataset
     Case("6-v1-missing", TUNE_V8, V1, missing),
     Case("6-v1-empty", TUNE_V8, V1, empty),

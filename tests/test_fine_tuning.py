@@ -1,4 +1,4 @@
-"""Stage 6: FineTune-v1 / v8 (stylegan_modified/fine_tuning.py) and the shared GAN trainer pieces, on tiny models."""
+"""Stage 6: FineTune-v1 / v8 (stylegan_modified/) and the shared GAN trainer pieces, on tiny models."""
 
 import subprocess
 import sys
@@ -16,8 +16,11 @@ from stylegan.checkpoint import save_checkpoint
 from stylegan.gan_trainer import r1_penalty, real_fake_auroc
 from stylegan.stylegan_discriminator import StyleGANDiscriminator
 from stylegan.stylegan_generator import StyleGANGenerator
-from stylegan_modified.fine_tuning import (PROPERTY_COLUMNS, FineTuneConfig, FineTuner, last_discriminator_layers,
-                                           load_dataset, load_generator_file, run_fine_tuning)
+from stylegan_modified.config import PROPERTY_COLUMNS, FineTuneConfig
+from stylegan_modified.dataset import load_dataset
+from stylegan_modified.models import last_discriminator_layers, load_generator_file
+from stylegan_modified.stage import run_fine_tuning
+from stylegan_modified.trainer import FineTuner
 
 ARCH = dict(resolution=16, z_space_dim=32, w_space_dim=32, mapping_layers=2, mapping_fmaps=32, fmaps_base=256,
             fmaps_max=32)
@@ -242,27 +245,85 @@ def test_celeba256_profile_builds_v1_strictly_from_a_genforce_layout_file(tmp_pa
     config = resolve_config(FineTuneConfig, "fine_tuning", profile="celeba256",
                             init_checkpoint=str(tmp_path / "stylegan_model.pth"))
     assert config.trainable_discriminator == last_discriminator_layers(256) == ["layer12", "layer13", "layer14"]
-    from stylegan_modified.fine_tuning import build_models
+    from stylegan_modified.models import build_models
 
     generator, discriminator = build_models(config)
     assert tuple(generator.mapping.dense0.weight.shape) == (512, 528)
     assert tuple(discriminator.layer14.weight.shape) == (1, 519) and discriminator.layer12.group_size == 16
 
 
-def test_stage2_ensemble_monitor_loads_from_model_info_and_scores_in_unit_range(tmp_path):
-    import json
+def _stage2_config(models_dir, **overrides):
+    """A stage-2 config (cnn/config.py) of tiny 64 px ensembles of two folds in `models_dir`."""
+    from cnn.config import CnnConfig
 
+    values = dict(resolution=64, width_multiplier=0.25, num_folds=2, models_dir=str(models_dir), device="cpu")
+    values.update(overrides)
+    return CnnConfig(**values)
+
+
+def _save_folds(models_dir, prop, width=0.25, folds=2):
     from cnn.models import build_property_cnn
-    from stylegan_modified.fine_tuning import stage2_ensemble
 
-    assert stage2_ensemble("gender", tmp_path) is None  # nothing trained: not monitored
     torch.manual_seed(0)
-    for k in range(2):
-        save_weights(tmp_path / f"gender_model_{k}.pt", build_property_cnn("gender", 64, 0.25).state_dict())
-    (tmp_path / "model_info.json").write_text(json.dumps(
-        {"gender": {"resolution": 64, "width_multiplier": 0.25, "num_folds": 2}}))
-    scores = stage2_ensemble("gender", tmp_path)(torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8))
+    for k in range(folds):
+        save_weights(models_dir / f"{prop}_model_{k}.pt", build_property_cnn(prop, 64, width).state_dict())
+
+
+def test_stage2_ensemble_monitor_loads_with_the_stage2_architecture_and_scores_in_unit_range(tmp_path):
+    from stylegan_modified.monitor import stage2_ensemble
+
+    config = _stage2_config(tmp_path)
+    assert stage2_ensemble("gender", config) is None  # nothing trained: not monitored
+    _save_folds(tmp_path, "gender")
+    scores = stage2_ensemble("gender", config)(torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8))
     assert scores.shape == (3,) and ((scores > 0) & (scores < 1)).all()
+    # built as the stage's config says: under another width the same files do not load
+    with pytest.raises(PipelineError, match="gender_model_0.pt"):
+        stage2_ensemble("gender", _stage2_config(tmp_path, width_multiplier=0.5))
+
+
+def test_monitor_ensembles_are_read_with_the_config_of_the_run_that_trained_them():
+    from cnn.config import CnnConfig
+    from common.config import resolve_config
+    from stylegan_modified.monitor import classifier_config
+
+    stage2 = resolve_config(CnnConfig, "cnn", profile="embedded")
+    stage7 = resolve_config(CnnConfig, "cnn", profile="embedded", stage="v8_dataset")
+    v1 = classifier_config(FineTuneConfig(classifier_models_dir=stage2.models_dir))
+    v8 = classifier_config(FineTuneConfig(version="v8", classifier_models_dir=stage7.models_dir))
+    assert (v1.property_names, v1.width_multiplier, v1.skip_scarce_properties) == \
+        (stage2.property_names, stage2.width_multiplier, stage2.skip_scarce_properties)
+    assert (v8.property_names, v8.width_multiplier, v8.skip_scarce_properties) == \
+        (stage7.property_names, stage7.width_multiplier, stage7.skip_scarce_properties)
+    assert v1.path("models_dir") == stage2.path("models_dir") and v8.path("models_dir") == stage7.path("models_dir")
+
+
+def test_a_monitor_classifier_that_cannot_be_loaded_is_a_one_line_error(base, tmp_path):
+    config = tiny_config(base, "unmonitored", classifier_models_dir=str(tmp_path / "empty"),
+                         monitor_classifiers=["gender"])
+    with pytest.raises(PipelineError, match="gender_model_0.pt") as raised:
+        run_fine_tuning(config, progress=False, log=lambda m: None, geometry=None)
+    assert "\n" not in str(raised.value) and "monitor_classifiers" in str(raised.value)
+    assert not (base / "unmonitored").exists()  # stopped before training
+
+
+def test_a_property_its_stage_left_out_for_scarce_labels_is_not_monitored_as_before(tmp_path):
+    """Stage 7 may leave out glass (skip_scarce_properties): it is then not monitored, said in the log; without that
+    setting the same absence is an error, as is a property the stage does not have."""
+    from common.freshness import write_record
+    from stylegan_modified.monitor import ensemble_classifiers
+
+    properties = {"gender": {}, "glass": {}}
+    _save_folds(tmp_path, "gender")
+    write_record(tmp_path / "model_info.json", {"num_folds": 2}, key="gender")  # the stage trained gender only
+    messages = []
+    scarce = _stage2_config(tmp_path, properties=properties, skip_scarce_properties=True)
+    assert set(ensemble_classifiers(scarce, ["gender", "glass"], "cpu", messages.append)) == {"gender"}
+    assert messages == [f"monitor: no glass ensemble in {tmp_path}; not monitored"]
+    with pytest.raises(PipelineError, match="glass_model_0.pt"):
+        ensemble_classifiers(_stage2_config(tmp_path, properties=properties), ["gender", "glass"], "cpu")
+    with pytest.raises(PipelineError, match="no age property"):
+        ensemble_classifiers(scarce, ["age"], "cpu")
 
 
 def test_time_budget_stops_saves_and_exports(base):
@@ -273,7 +334,7 @@ def test_time_budget_stops_saves_and_exports(base):
 
 
 def test_label_correlations_are_pearson_r_of_request_vs_reading(base):
-    from stylegan_modified.fine_tuning import label_correlations
+    from stylegan_modified.evaluation import label_correlations
 
     generator = FineTuner(tiny_config(base), load_dataset(base / "images", base / "all_scores_v2.csv", 16)).generator
 
@@ -287,7 +348,7 @@ def test_label_correlations_are_pearson_r_of_request_vs_reading(base):
 
 def test_sample_scores_takes_single_and_multi_property_classifiers(base):
     """A classifier returning a dict (the annotator) gives one `name_key` score array per key, from the same images."""
-    from stylegan_modified.fine_tuning import sample_scores
+    from stylegan_modified.evaluation import sample_scores
 
     generator = FineTuner(tiny_config(base), load_dataset(base / "images", base / "all_scores_v2.csv", 16)).generator
 

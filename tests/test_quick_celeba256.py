@@ -110,7 +110,8 @@ def test_fine_tuned_exports_load(quick_root):
     import torch
 
     from common.config import resolve_config
-    from stylegan_modified.fine_tuning import FineTuneConfig, load_generator_file
+    from stylegan_modified.config import FineTuneConfig
+    from stylegan_modified.models import load_generator_file
 
     kwargs = resolve_config(FineTuneConfig, "fine_tuning", profile="celeba256").generator_kwargs()
     for path in ("stylegan_modified/stylegan_gen_fine_tuned_v1.pth", "stylegan/models/stylegan_gen_fine_tuned_v8.pth"):

@@ -58,7 +58,8 @@ def test_every_stage_writes_complete_outputs_at_64px(quick_embedded_root):
         assert (root / "property_score_cnn/models" / name).stat().st_size > 0, name
     # 6: FineTune-v1 and v8 exported, loadable, drawing 64 px faces
     from common.config import resolve_config
-    from stylegan_modified.fine_tuning import FineTuneConfig, load_generator_file
+    from stylegan_modified.config import FineTuneConfig
+    from stylegan_modified.models import load_generator_file
 
     kwargs = resolve_config(FineTuneConfig, "fine_tuning", profile="embedded").generator_kwargs()
     for path in ("stylegan_modified/stylegan_gen_fine_tuned_v1.pth", "stylegan/models/stylegan_gen_fine_tuned_v8.pth"):

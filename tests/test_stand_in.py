@@ -81,7 +81,8 @@ def test_stylegan_file_has_the_official_layout_and_loads_strictly(built, repo_ro
 
 def test_fine_tuning_builds_v1_from_the_stand_in(built):
     from common.config import resolve_config
-    from stylegan_modified.fine_tuning import FineTuneConfig, build_models
+    from stylegan_modified.config import FineTuneConfig
+    from stylegan_modified.models import build_models
 
     config = resolve_config(FineTuneConfig, "fine_tuning", profile="celeba256", init_checkpoint=str(built[1][0]))
     generator, discriminator = build_models(config)

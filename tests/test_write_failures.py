@@ -178,10 +178,10 @@ def test_property_scores_on_a_full_disk_keep_the_old_table_and_resume(quick_embe
 
 def test_fine_tuning_on_a_full_disk_leaves_no_partial_state_and_resumes(quick_embedded_root, tmp_path):
     """Stage 6 (v1, 4 steps): its training state (~60 MB) does not fit under 1 MB; with room the same command trains
-    to the end and exports FineTune-v1."""
+    to the end and exports FineTune-v1 (its monitor reads the stage-2 ensembles)."""
     root = tmp_path / "run"
     copy_inputs(quick_embedded_root, root, "stylegan/synthesize_results_filtered",
-                "segmentation/property_score_results/all_scores_v2.csv")
+                "segmentation/property_score_results/all_scores_v2.csv", "cnn/models")
     command = ["run_stylegan_fine_tuning.py", "--version", "v1", "--max-steps", "4", "--checkpoint-every", "4"]
     done = run_limited(command, root, 1_000_000)
     assert_one_line_exit_2(done, "training_state.pt")
