@@ -47,10 +47,18 @@ def stage2_ensemble(prop: str, cnn_config, device: str | None = None) -> Classif
     from cnn.ensembles import ensemble_from_config
     from cnn.fold_models import model_path
 
-    models_dir = cnn_config.path("models_dir")
-    if not any(model_path(models_dir, prop, k).is_file() for k in range(cnn_config.num_folds)):
+    paths = [model_path(cnn_config.path("models_dir"), prop, k) for k in range(cnn_config.num_folds)]
+    missing = [path for path in paths if not path.is_file()]
+    if len(missing) == len(paths):
         return None
+    if missing:
+        raise _not_found(missing[0], prop)
     return ensemble_from_config(cnn_config, prop, device).scores
+
+
+def _not_found(path, prop: str) -> PipelineError:
+    return PipelineError(f"{path}: {prop} fold model not found, so the monitor cannot score {prop}; run run_cnn.py "
+                         f"for the stage that trains {path.parent} first, or leave {prop} out of monitor_classifiers")
 
 
 def left_out_for_scarce_labels(cnn_config, prop: str) -> bool:
@@ -83,9 +91,7 @@ def ensemble_classifiers(cnn_config, props: list[str], device: str | None = None
         elif left_out_for_scarce_labels(cnn_config, prop):
             log(f"monitor: no {prop} ensemble in {models_dir}; not monitored")
         else:
-            raise PipelineError(f"{model_path(models_dir, prop, 0)}: {prop} fold model not found, so the monitor "
-                                f"cannot score {prop}; run run_cnn.py for the stage that trains {models_dir} first, "
-                                f"or leave {prop} out of monitor_classifiers")
+            raise _not_found(model_path(models_dir, prop, 0), prop)
     return out
 
 

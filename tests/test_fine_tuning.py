@@ -280,6 +280,9 @@ def test_stage2_ensemble_monitor_loads_with_the_stage2_architecture_and_scores_i
     # built as the stage's config says: under another width the same files do not load
     with pytest.raises(PipelineError, match="gender_model_0.pt"):
         stage2_ensemble("gender", _stage2_config(tmp_path, width_multiplier=0.5))
+    (tmp_path / "gender_model_1.pt").unlink()  # a fold missing beside the other
+    with pytest.raises(PipelineError, match="gender_model_1.pt.*monitor_classifiers"):
+        stage2_ensemble("gender", config)
 
 
 def test_monitor_ensembles_are_read_with_the_config_of_the_run_that_trained_them():
