@@ -43,7 +43,7 @@ bench: install
 	$(PY) bench/bench_vectorfind.py
 	$(PY) bench/bench_app.py
 
-# Every output of stages 1-9 and the reports (common/outputs.py lists them and what is kept); refused while a run
+# Every output of stages 1-9 and the reports (common/artifacts.py declares them and what is kept); refused while a run
 # holds the folder. `$(PY) -m common.outputs --dry-run` lists them; `--quick` / `--output-root DIR` for another root.
 clean-outputs: install
 	$(PY) -m common.outputs

@@ -23,7 +23,7 @@ def main() -> int:
         epilog="Scoring is cheap (a few ms per image), so every run recomputes all images; there is nothing "
                "to resume. The CSV is replaced atomically, and the resolved config is written beside it "
                "as <output>.config.json.")
-    add_config_arguments(parser, PropertyScoresConfig)
+    add_config_arguments(parser, PropertyScoresConfig, "property_scores")
     args = parser.parse_args()
     config = resolve_config(PropertyScoresConfig, "property_scores", args)
 

@@ -19,7 +19,7 @@ def main() -> int:
 
     parser.add_argument("--check", action="store_true",
                         help="load the generator, directions and faces, build the app, then exit without serving")
-    add_config_arguments(parser, AppConfig)
+    add_config_arguments(parser, AppConfig, "app")
     args = parser.parse_args()
     config = resolve_config(AppConfig, "app", args)
     if args.dry_run:

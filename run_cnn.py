@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--retrain", action="store_true", help="train the CNNs again instead of reusing them")
     parser.add_argument("--force", action="store_true",
                         help="redo everything: annotator labels (never hand labels), training, inference")
-    add_config_arguments(parser, CnnConfig)
+    add_config_arguments(parser, CnnConfig, "cnn")
     args = parser.parse_args()
     config = resolve_config(CnnConfig, "cnn", args)
     if args.dry_run:

@@ -19,7 +19,7 @@ from stylegan.generate import GeneratorConfig, run_generation
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="regenerate images that already exist")
-    add_config_arguments(parser, GeneratorConfig)
+    add_config_arguments(parser, GeneratorConfig, "generator")
     args = parser.parse_args()
     config = resolve_config(GeneratorConfig, "generator", args)
     if args.dry_run:

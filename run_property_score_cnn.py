@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--model", required=True, choices=MODEL_CHOICES, help="which CNN to train or build")
     parser.add_argument("--retrain", action="store_true", help="train again instead of reusing the model file")
     parser.add_argument("--force", action="store_true", help="retrain and rewrite every output")
-    add_config_arguments(parser, PropertyCnnConfig)
+    add_config_arguments(parser, PropertyCnnConfig, "property_cnn")
     args = parser.parse_args()
     config = resolve_config(PropertyCnnConfig, "property_cnn", args)
     if args.dry_run:

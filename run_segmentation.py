@@ -20,7 +20,7 @@ from segmentation.segmentation_stage import SegmentationConfig, plan_work, run_s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="redo images that are already parsed or skipped")
-    add_config_arguments(parser, SegmentationConfig)
+    add_config_arguments(parser, SegmentationConfig, "segmentation")
     args = parser.parse_args()
     config = resolve_config(SegmentationConfig, "segmentation", args)
     if args.dry_run:

@@ -8,7 +8,7 @@ v1 reads the profile's base checkpoint, the stage-2 filtered images and the stag
 (segmentation/property_score_results/all_scores_v2.csv; --labels-csv .../all_scores.csv for v1
 scores) and writes stylegan_modified/stylegan_gen_fine_tuned_v1.pth and ..._dis_... . v8 reads those
 and stylegan/generated_face_images_filtered/ and writes stylegan/models/stylegan_{gen,dis}_fine_tuned_v8.pth.
-Settings: [fine_tuning] (v1) and [fine_tuning_v8] in configs/<profile>.toml. The run folder keeps the full
+Settings: [fine_tuning] (v1), with [v8.fine_tuning] over it for v8, in configs/<profile>.toml. The run folder keeps the full
 training state, train_log.csv, preview grids and train_curves.png; re-running resumes (--force restarts).
 """
 
@@ -22,7 +22,8 @@ from stylegan_modified.config import FineTuneConfig
 from stylegan_modified.evaluation import evaluate_fine_tuning
 from stylegan_modified.stage import run_fine_tuning
 
-SECTIONS = {"v1": "fine_tuning", "v8": "fine_tuning_v8"}
+# --version picks the run: v1 is [fine_tuning], v8 the named run `v8` ([v8.fine_tuning] and FineTune-v8's paths over it)
+STAGES = {"v1": None, "v8": "v8"}
 
 
 def main() -> int:
@@ -30,12 +31,12 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="discard the run folder's state and start again")
     parser.add_argument("--evaluate", type=int, default=0, metavar="N",
                         help="after training, score N samples of the previous and the new generator")
-    add_config_arguments(parser, FineTuneConfig)
+    add_config_arguments(parser, FineTuneConfig, "fine_tuning")
     args = parser.parse_args()
-    version = args.version or "v1"  # picks the config section ([fine_tuning] or [fine_tuning_v8])
-    if version not in SECTIONS:
-        raise PipelineError(f"--version must be one of {', '.join(SECTIONS)}, got '{version}'")
-    config = resolve_config(FineTuneConfig, SECTIONS[version], args)
+    version = args.version or "v1"
+    if version not in STAGES:
+        raise PipelineError(f"--version must be one of {', '.join(STAGES)}, got '{version}'")
+    config = resolve_config(FineTuneConfig, "fine_tuning", args, stage=STAGES[version])
     if args.dry_run:
         print(config_to_dict(config))
         return 0

@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("phases", nargs="*", default=["all"], metavar="PHASE",
                         help=f"all (default) or some of: {', '.join(PHASES)}")
     parser.add_argument("--force", action="store_true", help="redo the named phases instead of resuming")
-    add_config_arguments(parser, VectorFindConfig)
+    add_config_arguments(parser, VectorFindConfig, "vectorfind")
     args = parser.parse_args()
     config = resolve_config(VectorFindConfig, "vectorfind", args)
     phases = list(PHASES) if args.phases == ["all"] else args.phases

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common import artifacts
 from common.config import REPO_ROOT, resolve_config
 from common.paths import quick_root, resolve_repo_path, set_output_root
 from common.fileio import save_image
@@ -44,9 +45,7 @@ from stylegan.variety import variety_figures
 from stylegan_modified.config import LABEL_SIZE, FineTuneConfig
 from stylegan_modified.models import load_generator_file
 
-BASE = "stylegan/models/embedded_stylegan_64.pth"
-FINE_TUNED = {"v1": "stylegan_modified/stylegan_gen_fine_tuned_v1.pth",
-              "v8": "stylegan/models/stylegan_gen_fine_tuned_v8.pth"}
+FINE_TUNED = {version: run.generator for version, run in artifacts.FINE_TUNE.items()}
 RATIO_KEYS = ("eye_opening_sd", "mouth_opening_sd", "yaw_sd", "roll_sd", "sharpness", "pixel_diversity")
 GRID_COLUMNS = 16
 
@@ -76,7 +75,7 @@ def sample_generators(num: int, seed: int, entry: str, extra: list[tuple[str, Pa
     tuned_kwargs = resolve_config(FineTuneConfig, "fine_tuning", profile="embedded").generator_kwargs()
     z, noise, labels = seeded_codes(num, seed, base_kwargs.get("z_space_dim", 512))
     images = {"teacher": render(load_teacher(), noise, None)}
-    base_path = resolve_repo_path(BASE)
+    base_path = resolve_repo_path(resolve_config(GeneratorConfig, "generator", profile="embedded").checkpoint)
     if base_path.is_file():
         images["base"] = render(load_generator(base_path, "generator_smooth", **base_kwargs), z, None)
     else:

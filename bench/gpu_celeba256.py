@@ -45,6 +45,7 @@ def _rows(path: Path) -> int:
 
 def step_images(root: Path) -> dict[str, tuple[int, str]]:
     """{step: (images, what they are)} from the files each step wrote under `root` (paths of the resolved config)."""
+    from common import artifacts
     from common.config import resolve_config
     from cnn.config import CnnConfig
     from property_score_cnn.config import PropertyCnnConfig
@@ -63,18 +64,17 @@ def step_images(root: Path) -> dict[str, tuple[int, str]]:
         out[f"{prefix or '1_'}generate"] = (_files(root / gen.output_dir, f"*.{gen.image_format}"), "generated")
         out[f"{prefix or '2_'}cnn_filter"] = (_rows(root / cnn.all_scores_csv), "scored")
         out[f"{prefix or '3_'}segmentation"] = (_files(root / seg.output_dir, "parsing_[0-9]*.png"), "parsed")
-    scores = root / "segmentation/property_score_results"
-    for algorithm, name in (("v1", "all_scores.csv"), ("v2", "all_scores_v2.csv"), ("hairstyle", "all_scores_ohlora_v3.csv")):
-        out[f"4_scores_{algorithm}"] = (_rows(scores / name), "scored")
-    out["7_v8_hairstyle"] = (_rows(root / "segmentation/property_score_results_v8/all_scores_ohlora_v3.csv"), "scored")
+    for algorithm in artifacts.SCORE_FILES:
+        out[f"4_scores_{algorithm}"] = (_rows(root / artifacts.FACES.scores_csv(algorithm)), "scored")
+    out["7_v8_hairstyle"] = (_rows(root / artifacts.V8_FACES.scores_csv("hairstyle")), "scored")
     pcnn = cfg(PropertyCnnConfig, "property_cnn")
     seven = _rows(root / pcnn.scores_csv)
     hairstyle = _rows(root / pcnn.hairstyle_scores_csv) or _rows(root / pcnn.fallback_hairstyle_scores_csv)
     out["5_property_cnn_seven"] = (seven * pcnn.max_epochs, f"{seven} x {pcnn.max_epochs} epochs (cap)")
     out["5_property_cnn_hairstyle"] = (hairstyle * pcnn.hairstyle_max_epochs,
                                        f"{hairstyle} x {pcnn.hairstyle_max_epochs} epochs (cap)")
-    for version, section in (("v1", "fine_tuning"), ("v8", "fine_tuning_v8")):
-        ft = cfg(FineTuneConfig, section)
+    for version, stage in (("v1", None), ("v8", "v8")):
+        ft = cfg(FineTuneConfig, "fine_tuning", stage)
         out[f"6_fine_tune_{version}"] = (ft.max_steps * ft.batch_size, f"{ft.max_steps} steps x batch {ft.batch_size}")
     vf = cfg(VectorFindConfig, "vectorfind")
     out["8_9_vectorfind"] = (vf.num_samples, "samples (+ evaluation)")

@@ -24,7 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common import locks
+from common import artifacts, locks
 from common.errors import PipelineError
 from common.fileio import atomic_write_text
 
@@ -129,9 +129,20 @@ def build_section(cls: type[T], section: str, values: dict[str, Any], source: st
             f"{source}: [{section}] has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(types_by_field)}")
     checked = {k: _check_value(section, k, v, types_by_field[k], source) for k, v in values.items()}
     try:
-        return cls(**checked)
+        config = cls(**checked)
     except TypeError as exc:
         raise PipelineError(f"{source}: [{section}] {exc}") from None
+    check_choices(config, section)
+    return config
+
+
+def check_choices(config: Any, section: str) -> None:
+    """Fields whose metadata lists "choices" hold one of them (the allowed values `--help` shows)."""
+    for field in dataclasses.fields(config):
+        allowed = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        if allowed is not None and value not in allowed:
+            raise PipelineError(f"[{section}] {field.name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
 def _parse_flag_value(text: str, allowed: tuple[type, ...]) -> Any:
@@ -166,8 +177,39 @@ def _parse_flag_value(text: str, allowed: tuple[type, ...]) -> Any:
     return text
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """--profile, --dry-run and one --field-name flag per field of the stage's config dataclass."""
+def _type_name(allowed: tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "integer", float: "number", str: "text", list: "list (JSON or a,b,c)",
+             dict: "table (JSON)", type(None): "none"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in allowed if not (t is int and float in allowed)))
+
+
+def _help_defaults(cls: type, section: str | None, argv: list[str] | None) -> tuple[str, dict[str, Any]]:
+    """Which profile `--help` describes (its --profile / --stage / --quick on the command line) and the values that
+    profile gives each field of the section (the dataclass default where it sets none)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--profile", default=DEFAULT_PROFILE)
+    pre.add_argument("--stage", default=None)
+    pre.add_argument("--quick", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    values = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    values.update({f.name: f.default_factory() for f in dataclasses.fields(cls)
+                   if f.default_factory is not dataclasses.MISSING})
+    label = known.profile + (f" --stage {known.stage}" if known.stage else "") + (" --quick" if known.quick else "")
+    if section is None:
+        return "dataclass", values
+    try:
+        data = read_profile(known.profile, known.quick or None)
+        values.update(section_values(data, section, known.stage, f"configs/{known.profile}.toml"))
+    except PipelineError:
+        return "dataclass", values  # an unknown profile or stage: the run itself says so in one line
+    return label, values
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, section: str | None = None,
+                         argv: list[str] | None = None) -> None:
+    """--profile, --dry-run and one --field-name flag per field of the stage's config dataclass. With `section`,
+    each flag's help shows the value the profile named on the command line (default: embedded) gives it, its type
+    and, where the field lists them (metadata "choices"), the allowed values."""
     parser.add_argument("--profile", default=DEFAULT_PROFILE,
                         help=f"model profile, a file under configs/ (default: {DEFAULT_PROFILE}; "
                              f"available: {', '.join(available_profiles())})")
@@ -177,7 +219,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and the planned work, then exit")
     add_run_arguments(parser)
-    group = parser.add_argument_group("config overrides (default: the profile's value)")
+    label, defaults = _help_defaults(cls, section, argv)
+    group = parser.add_argument_group(f"config overrides (default: the value of the profile, shown as {label}: ...)")
     hints = typing.get_type_hints(cls)
     existing = {a for action in parser._actions for a in action.option_strings}
     for field in dataclasses.fields(cls):
@@ -185,12 +228,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if flag in existing:
             continue
         allowed = _allowed_types(hints[field.name])
+        parts = [field.metadata["help"]] if field.metadata.get("help") else []
+        choices = field.metadata.get("choices")
+        parts.append(f"one of: {', '.join(map(str, choices))}" if choices else _type_name(allowed))
+        if field.name in defaults:
+            parts.append(f"{label}: {json.dumps(defaults[field.name])}")
+        text = "; ".join(parts).replace("%", "%%")
         if allowed == (bool,):
-            group.add_argument(flag, dest=field.name, default=None, action=argparse.BooleanOptionalAction,
-                               help=field.metadata.get("help"))
+            group.add_argument(flag, dest=field.name, default=None, action=argparse.BooleanOptionalAction, help=text)
         else:
-            group.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
-                               help=field.metadata.get("help"))
+            group.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(), help=text)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,12 +265,12 @@ def apply_run_arguments(args: argparse.Namespace, profile: str) -> None:
 
 
 def section_values(data: dict[str, Any], section: str, stage: str | None, source: str) -> dict[str, Any]:
-    """[section] with [stage.section] merged over it (key by key)."""
+    """[section], then for a named run its output paths (common/artifacts.py STAGE_PATHS) and [stage.section]."""
     values = dict(data.get(section, {}))
     if stage is None:
         return values
-    named = data.get(stage)
-    if not isinstance(named, dict):
+    named = data.get(stage, {})
+    if not isinstance(named, dict) or (not named and stage not in artifacts.STAGE_PATHS):
         stages = sorted(k for k, v in data.items()
                         if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()))
         raise PipelineError(f"{source}: no stage '{stage}' (no [{stage}.*] tables); "
@@ -231,6 +278,7 @@ def section_values(data: dict[str, Any], section: str, stage: str | None, source
     override = named.get(section, {})
     if not isinstance(override, dict):
         raise PipelineError(f"{source}: [{stage}] {section} must be a table [{stage}.{section}]")
+    values.update(artifacts.stage_paths(stage, section))
     values.update(override)
     return values
 

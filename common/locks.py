@@ -20,9 +20,10 @@ import sys
 import uuid
 from pathlib import Path
 
+from common.artifacts import LOCK_FILE
 from common.errors import PipelineError
 
-LOCK_NAME = ".ohlora.lock"
+LOCK_NAME = LOCK_FILE
 LOCK_TOKEN_ENV = "OHLORA_LOCK_TOKEN"
 
 _armed = False

@@ -3,9 +3,10 @@
     python -m common.outputs [--dry-run] [--output-root DIR | --quick] [--profile embedded|celeba256]
 
 removes every output of stages 1-9 and the pipeline's reports under the output root (default: the repository),
-holding the root's lock, so it refuses while a run is writing there. Kept on purpose (KEPT): the stage-2 labels CSV
-(celeba256 users label by hand; the embedded annotator rewrites it when missing), the face app's saved edits, and
-every file the repository ships or a user downloads (base checkpoints, FaceXFormer weights).
+holding the root's lock, so it refuses while a run is writing there. What it removes and keeps is common/artifacts.py's
+OUTPUTS and KEPT: kept are the stage-2 labels CSV (celeba256 users label by hand; the embedded annotator rewrites it
+when missing), the face app's saved edits, and every file the repository ships or a user downloads (base
+checkpoints, FaceXFormer weights).
 tests/test_outputs.py checks that OUTPUTS covers every file a quick run writes, so this list cannot fall behind.
 """
 
@@ -16,27 +17,8 @@ import fnmatch
 import shutil
 from pathlib import Path
 
+from common.artifacts import KEPT, OUTPUTS
 from common.errors import run_main
-
-# Globs relative to the output root, per stage (folders are removed whole).
-OUTPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("1 generation", ("stylegan/synthesize_results", "stylegan/synthesize_results_grid.png")),
-    ("2 gender / quality filter", ("cnn/models", "cnn/log", "cnn/inference_result", "cnn/all_image_quality_and_gender.csv",
-                                   "cnn/annotator_signals.csv", "cnn/funnel.png", "cnn/kept_vs_rejected.png",
-                                   "stylegan/synthesize_results_filtered", "stylegan/synthesize_results_filtered_grid.png")),
-    ("3 segmentation", ("segmentation/segmentation_results", "segmentation/segmentation_results_grid.png")),
-    ("4 property scores", ("segmentation/property_score_results",)),
-    ("5 property-score CNNs", ("property_score_cnn/models", "property_score_cnn/train_logs")),
-    ("6 fine-tuning", ("stylegan_modified/stylegan_*_fine_tuned_v1.pth", "stylegan/models/stylegan_*_fine_tuned_v8.pth",
-                       "runs")),
-    ("7 v8 dataset", ("stylegan/generated_face_images", "stylegan/generated_face_images_grid.png",
-                      "stylegan/generated_face_images_filtered", "stylegan/generated_face_images_filtered_grid.png",
-                      "stylegan/generate_dataset", "segmentation/segmentation_results_v8",
-                      "segmentation/segmentation_results_v8_grid.png", "segmentation/property_score_results_v8")),
-    ("8-9 VectorFind", ("vectorfind/v8", "vectorfind/v8_property_scores")),
-    ("pipeline runs", ("reports",)),
-)
-KEPT = ("cnn/synthesize_results_quality_and_gender.csv", "face_app/saved", ".ohlora.lock")
 
 
 def output_paths(root: Path) -> list[Path]:

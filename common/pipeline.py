@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import artifacts
 from common.errors import PipelineError
 from common.fileio import atomic_path, atomic_write_text
 
 from common.paths import REPO_ROOT
 
-REPORTS = "reports"  # under the output root
+REPORTS = artifacts.REPORTS  # under the output root
 IN_PROGRESS = ".in_progress"
 TIMES_FILE = "stage_times.csv"
 TIMES_COLUMNS = ["step", "stage", "seconds", "finished_at", "summary"]
@@ -62,7 +63,7 @@ DEMO_STEPS: tuple[Step, ...] = (
     Step("6_fine_tune_v8", "6 fine-tuning", "run_stylegan_fine_tuning.py", ("--version", "v8")),
     # teacher / base / v1 / v8 side by side: variety, sharpness, annotator fractions and a grid for the report
     Step("6_generator_variety", "6 fine-tuning", "bench/bench_generator_variety.py",
-         ("--out", "runs/generator_variety", "--threads", "2")),
+         ("--out", artifacts.GENERATOR_VARIETY, "--threads", "2")),
     Step("8_9_vectorfind", "8-9 VectorFind", "run_vectorfind.py"),
 )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from common import artifacts
 from common.fileio import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,54 +40,55 @@ class Section:
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+F, V8, VF = artifacts.FACES, artifacts.V8_FACES, artifacts.VECTORFIND
+V1_RUN, V8_RUN = artifacts.FINE_TUNE["v1"].run_dir, artifacts.FINE_TUNE["v8"].run_dir
 SECTIONS: tuple[Section, ...] = (
     Section("1. Generated faces (base generator)",
-            images=("stylegan/synthesize_results_grid.png",),
-            configs=("stylegan/synthesize_results/generation_config.json",)),
+            images=(artifacts.grid_png(F.images),),
+            configs=(f"{F.images}/{artifacts.GENERATION_CONFIG_FILE}",)),
     Section("2. Gender / quality filter",
-            images=("cnn/funnel.png", "cnn/kept_vs_rejected.png", "stylegan/synthesize_results_filtered_grid.png"),
-            tables=("cnn/log/train_log_*.csv",),
-            configs=("cnn/log/cnn_config.json",)),
+            images=(F.cnn_funnel, F.cnn_report_grid, artifacts.grid_png(F.filtered)),
+            tables=(f"{F.cnn_log}/train_log_*.csv",),
+            configs=(f"{F.cnn_log}/{artifacts.CNN_CONFIG_FILE}",)),
     Section("3. Segmentation",
-            images=("segmentation/segmentation_results_grid.png",),
-            configs=("segmentation/segmentation_results/*config*.json",)),
+            images=(artifacts.grid_png(F.segmentation),),
+            configs=(f"{F.segmentation}/*config*.json",)),
     Section("4. Property scores",
-            configs=("segmentation/property_score_results/*.config.json",)),
+            configs=(f"{F.property_scores}/*.config.json",)),
     Section("5. Property-score CNNs", text="Validation split: predicted vs target per property; per-epoch logs.",
-            images=("property_score_cnn/train_logs/*.png",),
-            tables=("property_score_cnn/train_logs/*.csv",),
-            configs=("property_score_cnn/train_logs/*config*.json",)),
+            images=(f"{artifacts.PROPERTY_CNN_LOGS}/*.png",),
+            tables=(f"{artifacts.PROPERTY_CNN_LOGS}/*.csv",),
+            configs=(f"{artifacts.PROPERTY_CNN_LOGS}/*config*.json",)),
     Section("6. Fine-tuning v1 / v8", text="The teacher DCGAN, the base student, FineTune-v1 and FineTune-v8 side by "
             "side on the same seeds, with their variety (SD across faces of eye opening, mouth opening, yaw and roll "
             "from landmarks), sharpness, pixel diversity and the annotator's fractions, as ratios to the teacher and "
             "the base; then the curves of each run (variety as fractions of step 0) and the preview grid of the last "
             "logged step (rows: zero label, then each label at +2; columns: fixed z).",
-            images=("runs/generator_variety/generator_variety.png", "runs/fine_tuning_v1/train_curves.png",
-                    "runs/fine_tuning_v8/train_curves.png"),
-            tables=("runs/generator_variety/generator_variety.csv",),
-            latest=("runs/fine_tuning_v1/preview_*.png", "runs/fine_tuning_v8/preview_*.png"),
-            configs=("runs/fine_tuning_v1/summary.json", "runs/fine_tuning_v8/summary.json",
-                     "runs/fine_tuning_v1/evaluation_*.json", "runs/fine_tuning_v8/evaluation_*.json")),
+            images=(artifacts.GENERATOR_VARIETY_PNG, f"{V1_RUN}/{artifacts.TRAIN_CURVES_FILE}",
+                    f"{V8_RUN}/{artifacts.TRAIN_CURVES_FILE}"),
+            tables=(artifacts.GENERATOR_VARIETY_CSV,),
+            latest=(f"{V1_RUN}/preview_*.png", f"{V8_RUN}/preview_*.png"),
+            configs=(f"{V1_RUN}/{artifacts.RUN_SUMMARY_FILE}", f"{V8_RUN}/{artifacts.RUN_SUMMARY_FILE}",
+                     f"{V1_RUN}/evaluation_*.json", f"{V8_RUN}/evaluation_*.json")),
     Section("7. The v8 dataset",
-            images=("stylegan/generated_face_images_grid.png", "stylegan/generate_dataset/funnel.png",
-                    "stylegan/generate_dataset/kept_vs_rejected.png", "segmentation/segmentation_results_v8_grid.png"),
-            tables=("stylegan/generate_dataset/log/train_log_*.csv",),
-            configs=("stylegan/generate_dataset/log/cnn_config.json",)),
+            images=(artifacts.grid_png(V8.images), V8.cnn_funnel, V8.cnn_report_grid, artifacts.grid_png(V8.segmentation)),
+            tables=(f"{V8.cnn_log}/train_log_*.csv",),
+            configs=(f"{V8.cnn_log}/{artifacts.CNN_CONFIG_FILE}",)),
     Section("8-9. VectorFind", text="SVM accuracy per (property, group), the evaluation's statistics graded by the "
             "property CNN and, for a sample of cases, by landmarks measured on the saved edits (r > 0: the edit moves "
             "the face the named way), plain vs conditional directions and layer ranges with leakage, pixel drift "
             "outside the property's box and the brightness / colour change of the face per unit edit, and one edit "
             "strip per property.",
-            images=("vectorfind/v8/strips/*.png", "vectorfind/v8/summary.png"),
-            tables=("vectorfind/v8/svm_accuracy.csv", "vectorfind/v8/image_generation_report/test_statistics.csv",
-                    "vectorfind/v8/image_generation_report/landmark_grading.csv",
-                    "vectorfind/v8/variant_comparison.csv"),
-            columns={"variant_comparison.csv": ("variant", "cases", "passed", "eyes_mean_abs_r", "mouth_mean_abs_r",
-                                                "pose_mean_abs_r", "eyes_drift_per_self", "mouth_drift_per_self",
-                                                "eyes_brightness_levels", "mouth_brightness_levels",
-                                                "pose_brightness_levels", "eyes_colour_levels")},
-            configs=("vectorfind/v8/directions_info.json", "vectorfind/v8/*summary*.json",
-                     "vectorfind/v8/image_generation_report/evaluation_summary.json")),
+            images=(f"{VF}/{artifacts.STRIPS_DIR}/*.png", f"{VF}/{artifacts.SUMMARY_PNG_FILE}"),
+            tables=(f"{VF}/{artifacts.SVM_ACCURACY_FILE}",
+                    f"{VF}/{artifacts.EVALUATION_DIR}/{artifacts.TEST_STATISTICS_FILE}",
+                    f"{VF}/{artifacts.EVALUATION_DIR}/{artifacts.LANDMARK_GRADING_FILE}",
+                    f"{VF}/{artifacts.VARIANT_COMPARISON_FILE}"),
+            columns={artifacts.VARIANT_COMPARISON_FILE: (
+                "variant", "cases", "passed", "eyes_mean_abs_r", "mouth_mean_abs_r", "pose_mean_abs_r",
+                "eyes_drift_per_self", "mouth_drift_per_self", "eyes_brightness_levels", "mouth_brightness_levels",
+                "pose_brightness_levels", "eyes_colour_levels")},
+            configs=(f"{VF}/{artifacts.DIRECTIONS_INFO_FILE}", f"{VF}/*summary*.json", artifacts.EVALUATION_SUMMARY)),
 )
 
 
@@ -248,7 +250,7 @@ def _landmarks(key: str) -> Callable[[dict], str]:
     return show
 
 
-SUMMARY_EVALUATION = "vectorfind/v8/image_generation_report/evaluation_summary.json"
+SUMMARY_EVALUATION = artifacts.EVALUATION_SUMMARY
 PNG_FILES = _count_files("*.png")
 FACE_CROPS = _count_files("face_*.png")
 BEST_EPOCH_R = Reader("*_score_corr at the lowest criterion", _best_epoch_r)
@@ -256,23 +258,23 @@ FINE_TUNING_RUN = _json("step, train_seconds, images, finished", _fine_tuning_ru
 
 SUMMARY: tuple[SummaryGroup, ...] = (
     SummaryGroup("Funnels", (
-        Fact("stage 2: images generated (scored by the filter)", "cnn/all_image_quality_and_gender.csv", CSV_ROWS),
-        Fact("stage 2: kept by the gender / quality filter", "stylegan/synthesize_results_filtered", PNG_FILES),
-        Fact("stage 3: faces found (face crops)", "segmentation/segmentation_results", FACE_CROPS),
-        Fact("stage 7: v8 images generated (scored by the filter)", "stylegan/generate_dataset/scores_all_15k.csv",
-             CSV_ROWS),
-        Fact("stage 7: v8 images kept by the filter", "stylegan/generated_face_images_filtered", PNG_FILES),
-        Fact("stage 7: v8 faces found (face crops)", "segmentation/segmentation_results_v8", FACE_CROPS))),
+        Fact("stage 2: images generated (scored by the filter)", F.cnn_scores_csv, CSV_ROWS),
+        Fact("stage 2: kept by the gender / quality filter", F.filtered, PNG_FILES),
+        Fact("stage 3: faces found (face crops)", F.segmentation, FACE_CROPS),
+        Fact("stage 7: v8 images generated (scored by the filter)", V8.cnn_scores_csv, CSV_ROWS),
+        Fact("stage 7: v8 images kept by the filter", V8.filtered, PNG_FILES),
+        Fact("stage 7: v8 faces found (face crops)", V8.segmentation, FACE_CROPS))),
     SummaryGroup("Property CNNs: validation r (predicted vs target) of the saved epoch", (
-        Fact("seven-property CNN", "property_score_cnn/train_logs/train_log_v2_cnn.csv", BEST_EPOCH_R),
-        Fact("hairstyle CNN", "property_score_cnn/train_logs/property_score_cnn_train_log.csv", BEST_EPOCH_R))),
+        Fact("seven-property CNN", f"{artifacts.PROPERTY_CNN_LOGS}/{artifacts.SEVEN_CNN_LOG}", BEST_EPOCH_R),
+        Fact("hairstyle CNN", f"{artifacts.PROPERTY_CNN_LOGS}/{artifacts.HAIRSTYLE_CNN_LOG}",
+             BEST_EPOCH_R))),
     SummaryGroup("Fine-tuning: variety (SD across faces) as a fraction of the base generator's, and the run", (
-        Fact("FineTune-v1 variety / base", "runs/generator_variety/generator_variety.csv", _variety_vs_base("v1")),
-        Fact("FineTune-v8 variety / base", "runs/generator_variety/generator_variety.csv", _variety_vs_base("v8")),
-        Fact("FineTune-v1 run", "runs/fine_tuning_v1/summary.json", FINE_TUNING_RUN),
-        Fact("FineTune-v8 run", "runs/fine_tuning_v8/summary.json", FINE_TUNING_RUN))),
+        Fact("FineTune-v1 variety / base", artifacts.GENERATOR_VARIETY_CSV, _variety_vs_base("v1")),
+        Fact("FineTune-v8 variety / base", artifacts.GENERATOR_VARIETY_CSV, _variety_vs_base("v8")),
+        Fact("FineTune-v1 run", f"{V1_RUN}/{artifacts.RUN_SUMMARY_FILE}", FINE_TUNING_RUN),
+        Fact("FineTune-v8 run", f"{V8_RUN}/{artifacts.RUN_SUMMARY_FILE}", FINE_TUNING_RUN))),
     SummaryGroup("VectorFind (FineTune-v8's w space) and one edit strip per property", (
-        Fact("direction kind", "vectorfind/v8/directions_info.json",
+        Fact("direction kind", f"{VF}/{artifacts.DIRECTIONS_INFO_FILE}",
              _json("settings.direction_kind", lambda info: str(info["settings"]["direction_kind"]))),
         Fact("graded by the property CNN: pass rate", SUMMARY_EVALUATION,
              _json("passed, cases, pass_rate", _pass_rate)),
@@ -282,7 +284,7 @@ SUMMARY: tuple[SummaryGroup, ...] = (
              _json("landmark_grading.mean_abs_corr", _landmarks("mean_abs_corr"))),
         Fact("graded by landmarks: fraction edited the right way (r > 0)", SUMMARY_EVALUATION,
              _json("landmark_grading.right_way", _landmarks("right_way")))),
-        images=("vectorfind/v8/strips/strip_*.png",)),
+        images=(f"{VF}/{artifacts.STRIPS_DIR}/strip_*.png",)),
 )
 # What a damaged or half-written file raises while a reader reads it: shown in its row, never raised.
 READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, csv.Error)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import artifacts
 from common.fileio import atomic_path, load_image
 from face_app.cases import (RESULT_COLUMNS, FaceChoice, latent_columns, passed_mask, read_evaluated_cases,
                             read_selection, seeded_face, write_selection)
@@ -90,7 +91,7 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
         book._w["face"] = np.asarray(faces[0].latent, np.float32)
     else:
         book = FaceBook(editor, faces)
-    saved_dir = Path(saved_dir) if saved_dir is not None else Path("face_app/saved").resolve()
+    saved_dir = Path(saved_dir) if saved_dir is not None else Path(artifacts.FACE_APP_SAVED).resolve()
     num_layers = editor.num_layers
     kinds = editor.kinds() or ["chosen"]
     all_groups = editor.groups(kinds[0])
@@ -203,7 +204,7 @@ def build_select_tab(editor: FaceEditor, book: FaceBook, vectorfind_dir: Path) -
     cases = read_evaluated_cases(vectorfind_dir)
     with gr.Tab("Select"):
         if cases.empty:
-            gr.Markdown(f"No evaluated cases in `{vectorfind_dir / 'image_generation_report'}` yet: "
+            gr.Markdown(f"No evaluated cases in `{vectorfind_dir / artifacts.EVALUATION_DIR}` yet: "
                         f"run run_vectorfind.py (its evaluation writes test_result.csv).")
             return
         chosen_cases = {face.case for face in read_selection(vectorfind_dir)}

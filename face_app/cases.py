@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import artifacts
 from common.errors import PipelineError
 from common.fileio import atomic_path, read_csv_checked
 from common.paths import repo_relative
 
 RESULT_COLUMNS = ("case", "vector_no", "passed", "group_name", "eyes_corr", "mouth_corr", "pose_corr", "sum_abs_corr")
-REPORT_DIR = "image_generation_report"
-Z_VECTORS_FILE = "ohlora_z_vectors.csv"
-GROUP_NAMES_FILE = "ohlora_w_group_names.csv"
+REPORT_DIR = artifacts.EVALUATION_DIR
+Z_VECTORS_FILE = artifacts.Z_VECTORS_FILE
+GROUP_NAMES_FILE = artifacts.GROUP_NAMES_FILE
 
 
 @dataclass
@@ -52,7 +53,7 @@ def _latent_frame(path: Path) -> pd.DataFrame:
 def read_evaluated_cases(vectorfind_dir: Path) -> pd.DataFrame:
     """test_result.csv of the evaluation joined with its latent rows (columns '0'..'D-1'); empty if not run."""
     report = Path(vectorfind_dir) / REPORT_DIR
-    results_path, latents_path = report / "test_result.csv", report / "latent_codes_all.csv"
+    results_path, latents_path = report / artifacts.TEST_RESULT_FILE, report / artifacts.LATENT_CODES_FILE
     if not results_path.is_file():
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
     results = _read_csv(results_path)
@@ -87,7 +88,7 @@ def write_selection(cases: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     only once both are fully written (the latents first, so a new group file always has its latents)."""
     columns = latent_columns(cases)
     if not columns:
-        raise PipelineError(f"{Path(out_dir) / REPORT_DIR / 'latent_codes_all.csv'}: no latents for the cases; "
+        raise PipelineError(f"{Path(out_dir) / REPORT_DIR / artifacts.LATENT_CODES_FILE}: no latents for the cases; "
                             f"re-run the evaluation, which writes them")
     z_path, group_path = Path(out_dir) / Z_VECTORS_FILE, Path(out_dir) / GROUP_NAMES_FILE
     test_rows = cases[[c for c in RESULT_COLUMNS if c in cases.columns]].reset_index(drop=True)

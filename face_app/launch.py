@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import artifacts
 from common.errors import PipelineError
 
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -21,19 +22,15 @@ class AppConfig:
     seed: int = field(default=0, metadata={"help": "first seeded face when no evaluated faces exist"})
     num_threads: int = field(default=1, metadata={
         "help": "torch threads for rendering; 1 is fastest for one 64 px face on a shared machine"})
-    vectorfind_dir: str = field(default="vectorfind/v8", metadata={
-        "help": "holds ohlora_z_vectors.csv, ohlora_w_group_names.csv and image_generation_report/"})
-    vectors_dir: str = field(default="vectorfind/v8/property_score_vectors", metadata={
-        "help": "the directions VectorFind chose (its direction_kind); shown as 'chosen'"})
-    plain_vectors_dir: str = field(default="vectorfind/v8/property_score_vectors_plain", metadata={
-        "help": "plain SVM directions; offered as 'plain' where the folder has files"})
-    conditional_vectors_dir: str = field(default="vectorfind/v8/property_score_vectors_conditional", metadata={
-        "help": "conditional (projected) directions; offered as 'conditional' where the folder has files"})
-    saved_dir: str = field(default="face_app/saved", metadata={"help": "where save and play write their files"})
+    vectorfind_dir: str = field(default=artifacts.VECTORFIND, metadata={
+        "help": "VectorFind's output folder: its chosen directions (shown as 'chosen'), both direction sets (plain, "
+                "conditional) where present, ohlora_z_vectors.csv, ohlora_w_group_names.csv and "
+                "image_generation_report/"})
+    saved_dir: str = field(default=artifacts.FACE_APP_SAVED, metadata={"help": "where save and play write their files"})
     schema: str = field(default="stage2", metadata={"help": "label schema: stage2 (gender, quality) or v8 "
                                                             "(gender, quality, age, glass)"})
-    images_dir: str = field(default="stylegan/synthesize_results", metadata={"help": "images to label"})
-    labels_csv: str = field(default="cnn/synthesize_results_quality_and_gender.csv",
+    images_dir: str = field(default=artifacts.FACES.images, metadata={"help": "images to label"})
+    labels_csv: str = field(default=artifacts.FACES.labels_csv,
                             metadata={"help": "label CSV the stage reads; hand labels are written to it"})
     label_id_column: str = "img_name"
     play_seconds: float = 12.0
@@ -76,8 +73,9 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bo
     torch.set_num_threads(config.num_threads)
     generator, choice = load_app_generator(config.generator, config.profile, config.device)
     label_size, path = choice.label_size, choice.path
-    direction_sets = read_direction_sets({"chosen": root / config.vectors_dir, "plain": root / config.plain_vectors_dir,
-                                          "conditional": root / config.conditional_vectors_dir},
+    direction_sets = read_direction_sets({"chosen": root / artifacts.vectors_dir(None, config.vectorfind_dir),
+                                          **{kind: root / artifacts.vectors_dir(kind, config.vectorfind_dir)
+                                             for kind in artifacts.DIRECTION_KINDS}},
                                          strict=strict)
     editor = FaceEditor(generator, direction_sets=direction_sets, label_size=label_size)
     latent_dim = generator.z_space_dim + label_size
@@ -88,7 +86,7 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bo
     app = build_app(editor, faces, store=store, vectorfind_dir=root / config.vectorfind_dir,
                     saved_dir=root / config.saved_dir, play_seconds=config.play_seconds, play_fps=config.play_fps,
                     notes={"generator": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
-                           "faces": source, "vectors": config.vectors_dir})
+                           "faces": source, "vectors": artifacts.vectors_dir(None, config.vectorfind_dir)})
     return app, editor
 
 

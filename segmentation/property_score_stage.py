@@ -22,17 +22,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from common.config import dump_config
+from common.artifacts import FACES, GEOMETRY_FILE, SCORE_FILES  # GEOMETRY_FILE: img_no + the raw landmark measures
+from common.config import check_choices, dump_config
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, load_image
 from segmentation.property_scores import ALGORITHMS, MAP_SIZE, NUM_CLASSES, SCORE_COLUMNS, compute_scores, \
     normalise_column
 
-OUTPUT_NAMES = {"v1": "all_scores.csv", "v2": "all_scores_v2.csv", "hairstyle": "all_scores_ohlora_v3.csv"}
+OUTPUT_NAMES = SCORE_FILES
 GEOMETRY_SOURCES = ("segmentation", "landmarks")
 POSE_MEASURES = ("yaw", "roll")
-GEOMETRY_FILE = "face_geometry.csv"   # img_no + the raw landmark measures, beside the scores CSV
 # The score columns that geometry = "landmarks" takes from the landmark measures (v2 only).
 LANDMARK_SCORES = {"eyes_score": "eye_opening", "mouth_score": "mouth_opening", "pose_score": None}
 PARSING_PATTERN = re.compile(r"parsing_(\d{6,})\.png")
@@ -43,22 +43,22 @@ FACE_PATTERN = re.compile(r"face_(\d{6,})\.png")
 class PropertyScoresConfig:
     """Section [property_scores] of a profile."""
 
-    algorithm: str = field(default="v2", metadata={
+    algorithm: str = field(default="v2", metadata={"choices": ALGORITHMS,
         "help": f"scoring rules: {', '.join(ALGORITHMS)} (v2 is the one later stages use)"})
-    segmentation_dir: str = field(default="segmentation/segmentation_results", metadata={
+    segmentation_dir: str = field(default=FACES.segmentation, metadata={
         "help": "folder with parsing_NNNNNN.png class maps and face_NNNNNN.png crops (relative to the repo root)"})
-    output_dir: str = field(default="segmentation/property_score_results", metadata={
+    output_dir: str = field(default=FACES.property_scores, metadata={
         "help": "folder of the default output file"})
     output: str | None = field(default=None, metadata={
         "help": "output CSV (default: OUTPUT_DIR/" + ", ".join(f"{n} for {a}" for a, n in OUTPUT_NAMES.items()) + ")"})
-    geometry: str = field(default="segmentation", metadata={
+    geometry: str = field(default="segmentation", metadata={"choices": GEOMETRY_SOURCES,
         "help": "where v2's eyes, mouth and pose scores come from: segmentation (the class maps, as the "
                 "original) or landmarks (68 landmarks on the generator's image: eye opening, mouth opening, "
                 "and pose_measure; see segmentation/face_geometry.py)"})
-    pose_measure: str = field(default="yaw", metadata={
+    pose_measure: str = field(default="yaw", metadata={"choices": POSE_MEASURES,
         "help": "with geometry = landmarks, what pose_score measures: yaw (head turned left/right) or roll "
                 "(eye-line tilt)"})
-    images_dir: str = field(default="stylegan/synthesize_results_filtered", metadata={
+    images_dir: str = field(default=FACES.filtered, metadata={
         "help": "with geometry = landmarks, the generator's images {img_no:06d}.png the landmarks are found on"})
     landmark_workers: int = field(default=1, metadata={
         "help": "with geometry = landmarks, processes that measure the landmarks (~20 ms a face each)"})
@@ -67,13 +67,7 @@ class PropertyScoresConfig:
                 "4 decimals; a constant column becomes 0)"})
 
     def validate(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise PipelineError(f"[property_scores] algorithm = {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
-        if self.geometry not in GEOMETRY_SOURCES:
-            raise PipelineError(f"[property_scores] geometry = {self.geometry!r}; allowed: {', '.join(GEOMETRY_SOURCES)}")
-        if self.pose_measure not in POSE_MEASURES:
-            raise PipelineError(f"[property_scores] pose_measure = {self.pose_measure!r}; "
-                                f"allowed: {', '.join(POSE_MEASURES)}")
+        check_choices(self, "property_scores")
 
     @property
     def uses_landmarks(self) -> bool:

@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from common.config import dump_config
+from common.artifacts import FACES, grid_png
+from common.config import check_choices, dump_config
 from common.devices import check_device_name, choose_device
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
@@ -57,11 +58,11 @@ class SegmentationConfig:
     """Section [segmentation] of a profile."""
 
     profile: str = "embedded"
-    input_dir: str = field(default="stylegan/synthesize_results_filtered", metadata={
+    input_dir: str = field(default=FACES.filtered, metadata={
         "help": "folder of {no:06d}.png/.jpg images (written by run_cnn.py)"})
-    output_dir: str = field(default="segmentation/segmentation_results", metadata={
+    output_dir: str = field(default=FACES.segmentation, metadata={
         "help": "folder for parsing_/face_/parsing_visualization_{no:06d}.png and skipped_images.csv"})
-    parser: str = field(default="mesh", metadata={
+    parser: str = field(default="mesh", metadata={"choices": PARSERS,
         "help": "face parser: mesh (face-mesh landmarks, no download) or facexformer (needs CHECKPOINT)"})
     checkpoint: str = field(default="segmentation/models/segmentation_model.pt", metadata={
         "help": "FaceXFormer checkpoint (parser = facexformer only)"})
@@ -79,8 +80,7 @@ class SegmentationConfig:
     grid_images: int = field(default=16, metadata={"help": "how many results the preview grid shows"})
 
     def validate(self) -> None:
-        if self.parser not in PARSERS:
-            raise PipelineError(f"[segmentation] parser = {self.parser!r}; allowed: {', '.join(PARSERS)}")
+        check_choices(self, "segmentation")
         if self.batch_size < 1:
             raise PipelineError(f"[segmentation] batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 1:
@@ -379,6 +379,6 @@ def write_preview_grid(output_dir: Path, numbers: list[int], count: int) -> Path
             break
     if not tiles:
         return None
-    grid_path = output_dir.parent / f"{output_dir.name}_grid.png"
+    grid_path = Path(grid_png(str(output_dir)))
     save_image(make_grid(np.stack(tiles), ncols=min(8, len(tiles))), grid_path)
     return grid_path

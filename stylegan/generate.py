@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.artifacts import FACES, GENERATION_CONFIG_FILE, grid_png
 from common.config import dump_config, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import IMAGE_NAME, atomic_path, save_image
@@ -33,7 +34,7 @@ from stylegan.checkpoint import read_checkpoint, select_entry
 from stylegan.stylegan_generator import StyleGANGenerator
 
 LATENT_FILE = "latents.npz"
-CONFIG_FILE = "generation_config.json"
+CONFIG_FILE = GENERATION_CONFIG_FILE
 CELEBA_CHECKPOINT_HINT = ("download 'StyleGAN (ours) celeba-partial-256x256' from the GenForce MODEL_ZOO "
                           "(github.com/genforce/genforce/blob/master/MODEL_ZOO.md) and save it as "
                           "stylegan/stylegan_model.pth")
@@ -52,7 +53,7 @@ class GeneratorConfig:
     num_images: int = field(default=1000, metadata={"help": "how many images to generate"})
     batch_size: int = 32
     seed: int = field(default=0, metadata={"help": "run seed: image i depends on (seed, i) only"})
-    output_dir: str = "stylegan/synthesize_results"
+    output_dir: str = FACES.images
     image_format: str = field(default="png", metadata={"help": "png (lossless) or jpg (quality 95, as the original)"})
     trunc_psi: float = 1.0
     trunc_layers: int = 0
@@ -320,4 +321,4 @@ def _write_preview_grid(output_dir: Path, config: GeneratorConfig, count: int = 
 
     paths = [image_path(output_dir, i, config.image_format) for i in range(min(count, config.num_images))]
     images = np.stack([load_image(p) for p in paths])
-    save_grid(images, output_dir.parent / f"{output_dir.name}_grid.png", ncols=8)
+    save_grid(images, Path(grid_png(str(output_dir))), ncols=8)

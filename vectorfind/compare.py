@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import artifacts
 from common.fileio import atomic_write_csv, atomic_write_text, save_image
 from common.freshness import read_record, record_text, what_differs
 from common.images import make_grid
@@ -136,13 +137,13 @@ def run_compare(ctx, force: bool = False) -> dict:
                                      "change_per_unit_sd": float(slopes[j, score_column(q)])})
         rows.append(row)
     table = pd.DataFrame(rows)
-    atomic_write_csv(table, out / "variant_comparison.csv", index=False)
+    atomic_write_csv(table, out / artifacts.VARIANT_COMPARISON_FILE, index=False)
     leakage = pd.DataFrame(leakage_rows)
     atomic_write_csv(leakage, out / "leakage.csv", index=False)
     chosen = variant_name(config.direction_kind, parse_layer_range(config.edit_layers))
     write_strips(ctx, cases, medians, samples.w)
     write_summary_png(table, leakage, chosen if chosen in set(table.variant) else table.variant[0],
-                      out / "summary.png")
+                      out / artifacts.SUMMARY_PNG_FILE)
     ranked = table.assign(total=sum(table[f"{p}_mean_abs_r"] for p in TARGET_PROPERTIES)).sort_values(
         ["pass_rate", "total"], ascending=False)
     lines = [f"{r.variant}: pass {r.passed}/{r.cases}, mean |r| " +
@@ -172,7 +173,7 @@ def write_strips(ctx, cases, medians, w_sample) -> None:
     for prop in TARGET_PROPERTIES:
         wp = edit_w(w.expand(len(weights), -1), directions_of(group), {prop: weights * scale[prop]},
                     generator.num_layers, parse_layer_range(config.edit_layers))
-        save_image(make_grid(render(generator, wp), ncols=len(weights)), ctx.out / "strips" / f"strip_{prop}.png")
+        save_image(make_grid(render(generator, wp), ncols=len(weights)), ctx.out / artifacts.STRIPS_DIR / f"strip_{prop}.png")
 
 
 def write_summary_png(table: pd.DataFrame, leakage: pd.DataFrame, chosen: str, path: Path) -> None:

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from common import artifacts
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text, load_image, read_csv_checked, save_image
 from common.freshness import what_differs
@@ -145,7 +146,7 @@ def write_latent_codes(report_dir: Path, z: np.ndarray, labels: np.ndarray) -> N
     atomic_write_csv(frame(z), report_dir / "latent_codes_part1.csv", index=False)
     if labels.shape[1]:
         atomic_write_csv(frame(labels), report_dir / "latent_codes_part2.csv", index=False)
-    atomic_write_csv(frame(np.concatenate([z, labels], axis=1)), report_dir / "latent_codes_all.csv", index=False)
+    atomic_write_csv(frame(np.concatenate([z, labels], axis=1)), report_dir / artifacts.LATENT_CODES_FILE, index=False)
 
 
 @torch.inference_mode()
@@ -230,12 +231,12 @@ def evaluate(generator, scorer: Scorer, directions_of, medians: dict[str, float]
     finally:
         bar.close()
     results = pd.DataFrame(rows, columns=TEST_RESULT_COLUMNS)
-    atomic_write_csv(results, report_dir / "test_result.csv", index=False)
+    atomic_write_csv(results, report_dir / artifacts.TEST_RESULT_FILE, index=False)
     statistics = pd.DataFrame([{f"{p}_corr_mean": results[f"{p}_corr"].mean() for p in TARGET_PROPERTIES}
                                | {"sum_abs_corr_mean": results.sum_abs_corr.mean(),
                                   "passed": int((results.passed == "O").sum()),
                                   "passed_ratio": float((results.passed == "O").mean())}])
-    atomic_write_csv(statistics, report_dir / "test_statistics.csv")
+    atomic_write_csv(statistics, report_dir / artifacts.TEST_STATISTICS_FILE)
     evaluated = results.case.to_numpy()
     write_latent_codes(report_dir, cases.z[evaluated], cases.labels[evaluated])
     png_check = check_saved_pngs(scorer, report_dir, inmemory_scores, settings) if settings.save_images else None
@@ -245,7 +246,7 @@ def evaluate(generator, scorer: Scorer, directions_of, medians: dict[str, float]
                "mean_abs_corr": {p: float(results[f"{p}_corr"].abs().mean()) for p in TARGET_PROPERTIES},
                "mean_corr": {p: float(results[f"{p}_corr"].mean()) for p in TARGET_PROPERTIES},
                "png_check": png_check, "seconds": time.perf_counter() - started}
-    atomic_write_text(report_dir / "evaluation_summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(report_dir / artifacts.EVALUATION_SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

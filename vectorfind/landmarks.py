@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from common import artifacts
 from common.errors import PipelineError
 from common.fileio import atomic_path, atomic_write_csv, load_image
 from segmentation.face_geometry import GEOMETRY_COLUMNS, FaceGeometry, GeometryPool
@@ -28,7 +29,7 @@ from vectorfind.directions import TARGET_PROPERTIES
 from vectorfind.sampling import read_shard, render, shard_path, shard_ranges
 
 GEOMETRY_PATTERN = "geometry_{start:06d}_{end:06d}.npz"
-GRADING_FILE = "landmark_grading.csv"
+GRADING_FILE = artifacts.LANDMARK_GRADING_FILE
 
 
 def target_measures(pose_measure: str) -> dict[str, str]:

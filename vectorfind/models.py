@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from common import artifacts
 from common.checkpoints import load_state_strict
 from common.config import resolve_config
 from common.paths import repo_relative, resolve_repo_path
@@ -22,8 +23,7 @@ from common.errors import PipelineError
 from stylegan.checkpoint import read_checkpoint, select_entry
 from stylegan.generate import GeneratorConfig
 
-FINE_TUNED_GENERATORS = ("stylegan/models/stylegan_gen_fine_tuned_v8.pth",
-                         "stylegan_modified/stylegan_gen_fine_tuned_v1.pth")
+FINE_TUNED_GENERATORS = artifacts.EDITED_GENERATORS
 
 # images: uint8 [N, H, W, 3] -> scores float32 [N, 8] in the merged CNN's output order
 Scorer = Callable[[np.ndarray], np.ndarray]

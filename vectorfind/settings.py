@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common import artifacts
+from common.config import check_choices
 from common.devices import DEVICE_HELP, check_device_name
 from common.errors import PipelineError
 
@@ -21,9 +23,9 @@ class VectorFindConfig:
     profile: str = "embedded"
     generator: str = field(default="", metadata={
         "help": "generator checkpoint; empty = FineTune-v8, else FineTune-v1, else the profile's [generator] base"})
-    property_cnn: str = "property_score_cnn/models/ohlora_v3_merged_property_cnn.pth"
-    output_dir: str = "vectorfind/v8"
-    medians_dir: str = field(default="vectorfind/v8_property_scores", metadata={
+    property_cnn: str = artifacts.MERGED_CNN
+    output_dir: str = artifacts.VECTORFIND
+    medians_dir: str = field(default=artifacts.VECTORFIND_MEDIANS, metadata={
         "help": "property_scores_{sampled,mean_and_median}.csv (the grouping medians)"})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
@@ -31,17 +33,17 @@ class VectorFindConfig:
     num_samples: int = 40000
     shard_size: int = field(default=2000, metadata={"help": "samples per shard file (the unit of resume)"})
     batch_size: int = field(default=256, metadata={"help": "generator/CNN batch; results do not depend on it"})
-    median_source: str = field(default="sample", metadata={
+    median_source: str = field(default="sample", metadata={"choices": MEDIAN_SOURCES,
         "help": "sample: medians of the sampled scores; separate: a separate run of median_samples latents"})
     median_samples: int = 20000
     median_seed: int = 1
-    label_source: str = field(default="cnn", metadata={
+    label_source: str = field(default="cnn", metadata={"choices": LABEL_SOURCES,
         "help": "what the eyes/mouth/pose SVMs learn from: cnn (the merged property CNN's scores of every sample) "
                 "or landmarks (eye opening, mouth opening and pose_measure from 68 landmarks on the first "
                 "landmark_samples samples, one direction per property for all groups)"})
     landmark_samples: int = field(default=8000, metadata={
         "help": "samples measured by landmarks (rounded up to whole shards): for label_source = landmarks"})
-    pose_measure: str = field(default="yaw", metadata={
+    pose_measure: str = field(default="yaw", metadata={"choices": POSE_MEASURES,
         "help": "the landmark measure of pose: yaw or roll (labels and the landmark grading)"})
     landmark_workers: int = field(default=1, metadata={
         "help": "processes that measure landmarks (one face ~20 ms of one core)"})
@@ -52,15 +54,15 @@ class VectorFindConfig:
     split_seed: int = field(default=2025, metadata={"help": "seeds the per-class train/validation shuffle"})
     svm_random_state: int = 2025
     svm_jobs: int = field(default=1, metadata={"help": "SVMs fitted in parallel (joblib processes)"})
-    orientation: str = field(default="more", metadata={
+    orientation: str = field(default="more", metadata={"choices": ORIENTATIONS,
         "help": "more: adding a vector increases the property; original: towards smaller (the original's sign)"})
-    direction_method: str = field(default="svm", metadata={
+    direction_method: str = field(default="svm", metadata={"choices": DIRECTION_METHODS,
         "help": "how each target direction is fitted: svm (the original: LinearSVC normal between the top and bottom "
                 "top_ratio) or ridge (ridge-regression gradient of the score on w over every labelled sample)"})
-    direction_kind: str = field(default="plain", metadata={
+    direction_kind: str = field(default="plain", metadata={"choices": DIRECTION_KINDS,
         "help": "which set goes to property_score_vectors/: plain SVM normals or conditional (projected)"})
     edit_layers: str = field(default="", metadata={"help": "empty = all layers, or a range such as 0-7"})
-    edit_unit: str = field(default="w", metadata={
+    edit_unit: str = field(default="w", metadata={"choices": EDIT_UNITS,
         "help": "w: grid weights are w-space lengths (the original); sd: multiples of the sample's SD along each vector"})
     edit_scale: float = field(default=1.0, metadata={"help": "multiplies every grid weight"})
     eyes_edit_scale: float = field(default=1.0, metadata={"help": "multiplies the eyes grid weights (x edit_scale)"})
@@ -81,15 +83,8 @@ class VectorFindConfig:
     strip_weights: int = field(default=9, metadata={"help": "images per property strip (weights -2..+2)"})
 
     def validate(self) -> None:
-        choices = {"orientation": ORIENTATIONS, "direction_kind": DIRECTION_KINDS, "label_source": LABEL_SOURCES,
-                   "direction_method": DIRECTION_METHODS,
-                   "pose_measure": POSE_MEASURES,
-                   "median_source": MEDIAN_SOURCES, "edit_unit": EDIT_UNITS}
+        check_choices(self, "vectorfind")
         check_device_name(self.device, "[vectorfind] device")
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise PipelineError(f"[vectorfind] {name} must be one of {', '.join(allowed)}, "
-                                    f"got {getattr(self, name)!r}")
         for name in ("edit_scale", "eyes_edit_scale", "mouth_edit_scale", "pose_edit_scale"):
             if not getattr(self, name) > 0:
                 raise PipelineError(f"[vectorfind] {name} must be > 0, got {getattr(self, name)}")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common import artifacts
 from common.config import config_to_dict, dump_config
 from common.paths import repo_relative, resolve_repo_path
 from common.devices import choose_device
@@ -162,12 +163,12 @@ def read_medians(medians_dir: Path) -> dict[str, float]:
 
 
 def vectors_dir(ctx: Context, kind: str | None = None) -> Path:
-    return ctx.out / ("property_score_vectors" if kind is None else f"property_score_vectors_{kind}")
+    return resolve_repo_path(artifacts.vectors_dir(kind, ctx.config.output_dir))
 
 
 def run_directions(ctx: Context, force: bool = False) -> dict:
     config = ctx.config
-    info_path = ctx.out / "directions_info.json"
+    info_path = ctx.out / artifacts.DIRECTIONS_INFO_FILE
     settings = {k: getattr(config, k) for k in ("num_samples", "seed", "median_source", "top_ratio",
                                                  "train_fraction", "split_seed", "svm_random_state",
                                                  "orientation", "direction_kind", "label_source",
@@ -196,7 +197,7 @@ def run_directions(ctx: Context, force: bool = False) -> dict:
     chosen = found.plain if config.direction_kind == "plain" else found.conditional
     for (prop, group), vector in chosen.items():
         save_direction(direction_path(vectors_dir(ctx), prop, group), oriented(vector, config.orientation))
-    atomic_write_csv(found.accuracy, ctx.out / "svm_accuracy.csv", index=False)
+    atomic_write_csv(found.accuracy, ctx.out / artifacts.SVM_ACCURACY_FILE, index=False)
     pooled = found.accuracy[found.accuracy.group == "pooled"].set_index("property").valid_accuracy
     info = {"generator": ctx.generator_description, "fingerprint": ctx.fingerprint, "settings": settings,
             "medians": medians, "sklearnex": accelerated, "seconds": time.perf_counter() - started,
@@ -241,10 +242,10 @@ def cached_directions(directory: Path):
 def run_evaluate(ctx: Context, force: bool = False) -> dict:
     config = ctx.config
     generator = ctx.generator
-    latents_csv = ctx.out / "ohlora_z_vectors.csv"
-    cases = read_cases(latents_csv, ctx.out / "ohlora_w_group_names.csv", config.eval_cases, config.eval_seed,
+    latents_csv = ctx.out / artifacts.Z_VECTORS_FILE
+    cases = read_cases(latents_csv, ctx.out / artifacts.GROUP_NAMES_FILE, config.eval_cases, config.eval_seed,
                        generator.z_space_dim, generator.label_size)
-    report_dir = ctx.out / ("final_vector_test_report" if cases.source != "random" else "image_generation_report")
+    report_dir = ctx.out / (artifacts.SELECTED_EVALUATION_DIR if cases.source != "random" else artifacts.EVALUATION_DIR)
     directions_of = cached_directions(vectors_dir(ctx))
     for group in GROUP_NAMES:
         directions_of(group)  # a missing vectors file fails here, before any image is made
@@ -261,11 +262,11 @@ def run_evaluate(ctx: Context, force: bool = False) -> dict:
     summary = evaluate(generator, ctx.scorer, directions_of, read_medians(ctx.medians_dir), cases, report_dir,
                        settings, weight_scales(ctx, directions_of, w), fingerprint, force, ctx.device, ctx.progress)
     if config.landmark_cases > 0 and config.save_images:
-        evaluated = pd.read_csv(report_dir / "test_result.csv")["case"].astype(int).tolist()
+        evaluated = pd.read_csv(report_dir / artifacts.TEST_RESULT_FILE)["case"].astype(int).tolist()
         summary["landmark_grading"] = grade_with_landmarks(
             report_dir, edit_grid(), evaluated, config.landmark_cases, config.eval_seed, config.pose_measure,
             lambda case, k: edited_image_path(report_dir, case, k), ctx.progress, workers=config.landmark_workers)
-        atomic_write_text(report_dir / "evaluation_summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(report_dir / artifacts.EVALUATION_SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary | {"report_dir": repo_relative(report_dir)}
 
 
