@@ -5,7 +5,7 @@
     python run_stylegan_fine_tuning.py --version v1 --evaluate 1000   # female fraction etc. of v1 vs the base
 
 v1 reads the profile's base checkpoint, the stage-2 filtered images and the stage-4 scores
-(segmentation/property_score_results/all_scores_v2.csv; --labels-csv .../all_scores.csv for v1
+(segmentation/property_score_results/all_scores_v2.csv; --labels v1 for the v1
 scores) and writes stylegan_modified/stylegan_gen_fine_tuned_v1.pth and ..._dis_... . v8 reads those
 and stylegan/generated_face_images_filtered/ and writes stylegan/models/stylegan_{gen,dis}_fine_tuned_v8.pth.
 Settings: [fine_tuning] (v1), with [v8.fine_tuning] over it for v8, in configs/<profile>.toml. The run folder keeps the full

@@ -12,6 +12,7 @@ from cnn.annotate import AnnotatorThresholds
 from cnn.models import SUPPORTED_RESOLUTIONS, build_property_cnn
 from cnn.properties import PropertyRule, parse_property_rules
 from cnn.training import TrainSettings
+from common import artifacts
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
 from common.paths import resolve_repo_path
@@ -21,8 +22,8 @@ from common.paths import resolve_repo_path
 class CnnConfig:
     profile: str = "embedded"
     resolution: int = field(default=64, metadata={"help": "image size of the stage-1 images (64, 128 or 256)"})
-    images_dir: str = "stylegan/synthesize_results"
-    labels_csv: str = field(default="cnn/synthesize_results_quality_and_gender.csv",
+    images_dir: str = artifacts.FACES.images
+    labels_csv: str = field(default=artifacts.FACES.labels_csv,
                             metadata={"help": "labels: the id column and one 0/1 column per property"})
     label_id_column: str = field(default="img_name", metadata={"help": "image number column of the labels file"})
     properties: dict = field(default_factory=lambda: {
@@ -39,12 +40,12 @@ class CnnConfig:
     annotator_old_age: float = 48.0
     annotator_glasses_threshold: float = field(default=-1.0, metadata={
         "help": "glasses probability for glass = 1; < 0 uses the threshold stored with cnn/glasses_model.pt"})
-    models_dir: str = "cnn/models"
-    log_dir: str = "cnn/log"
-    inference_dir: str = "cnn/inference_result"
-    all_scores_csv: str = "cnn/all_image_quality_and_gender.csv"
-    report_grid: str = "cnn/kept_vs_rejected.png"
-    filtered_dir: str = "stylegan/synthesize_results_filtered"
+    models_dir: str = artifacts.FACES.cnn_models
+    log_dir: str = artifacts.FACES.cnn_log
+    inference_dir: str = artifacts.FACES.cnn_inference
+    all_scores_csv: str = artifacts.FACES.cnn_scores_csv
+    report_grid: str = artifacts.FACES.cnn_report_grid
+    filtered_dir: str = artifacts.FACES.filtered
     link_mode: str = field(default="copy", metadata={"help": "copy or hardlink the kept images"})
     seed: int = field(default=0, metadata={"help": "seeds fold splits, initialisation and batch order"})
     num_folds: int = 5
@@ -58,7 +59,7 @@ class CnnConfig:
     patience: int = field(default=20, metadata={"help": "early stopping: epochs without a new best val loss"})
     cosine_t_max: int = 10
     max_restarts: int = field(default=5, metadata={"help": "cap on the restart rule's retrainings per fold"})
-    funnel_png: str = "cnn/funnel.png"
+    funnel_png: str = artifacts.FACES.cnn_funnel
     skip_scarce_properties: bool = field(default=False, metadata={
         "help": "leave out (logged, no keep rule) a property whose rarer class has fewer labelled images than "
                 "num_folds, instead of stopping the stage"})

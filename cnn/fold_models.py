@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from cnn.config import CnnConfig
+from common import artifacts
 from common.checkpoints import load_state_strict, read_weights
 from common.errors import PipelineError
 from common.freshness import read_record, what_differs, write_record
@@ -21,7 +22,7 @@ REUSE_KEYS = ("resolution", "width_multiplier", "num_folds", "labels_sha256", "s
 
 
 def model_path(models_dir: Path, prop: str, fold_no: int) -> Path:
-    return models_dir / f"{prop}_model_{fold_no}.pt"
+    return Path(artifacts.fold_model(str(models_dir), prop, fold_no))
 
 
 def load_fold_model(config: CnnConfig, prop: str, fold_no: int) -> torch.nn.Module:

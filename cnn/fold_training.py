@@ -17,6 +17,7 @@ from cnn.images import to_tensor
 from cnn.labels import LABEL_ID, labels_fingerprint
 from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, attempt_seed, fold_splits, train_attempt,
                           train_fold_with_restarts)
+from common import artifacts
 from common.checkpoints import load_state_strict, read_weights, save_weights
 from common.config import dump_config
 from common.errors import log_line
@@ -175,7 +176,7 @@ def train_on_labelled(config: CnnConfig, properties: list[str], images: pd.DataF
     train (or reuse) every property's fold models, in fold workers if configured."""
     labelled_images = images.set_index("img_no").loc[labels[LABEL_ID], "path"].tolist()
     pixels = to_tensor(load_images(labelled_images, config.resolution, progress=True))
-    dump_config(config, config.path("log_dir") / "cnn_config.json")
+    dump_config(config, config.path("log_dir") / artifacts.CNN_CONFIG_FILE)
     fingerprint = labels_fingerprint(labels, config.property_names)
     pool = fold_pool(config.fold_workers)
     try:

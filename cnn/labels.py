@@ -10,6 +10,7 @@ import pandas as pd
 
 from cnn.annotate import LABEL_COLUMNS, SIGNAL_COLUMNS, FaceAnnotator
 from cnn.config import CnnConfig
+from common import artifacts
 from common.errors import PipelineError, log_line
 from common.fileio import atomic_write_csv, load_images, read_csv_checked
 from common.freshness import digest
@@ -82,7 +83,7 @@ def write_annotator_labels(config: CnnConfig, images: pd.DataFrame, progress: bo
     labels_path = config.path("labels_csv")
     written = labels.rename(columns={LABEL_ID: config.label_id_column, **{r.name: r.label_column for r in rules}})
     atomic_write_csv(written, labels_path, index=False)
-    signals_path = labels_path.with_name("annotator_signals.csv")
+    signals_path = labels_path.with_name(artifacts.ANNOTATOR_SIGNALS)
     atomic_write_csv(annotated[[LABEL_ID, *SIGNAL_COLUMNS, *LABEL_COLUMNS]].round(6), signals_path, index=False)
     return labels
 

@@ -11,7 +11,9 @@ learned and used; every key is optional for the built-in properties (gender, qua
     restart_loss    the restart rule's threshold on the minimum validation BCE
     metric_threshold  binarises scores for the logged metrics
     keep_min / keep_max  the keep rule: score >= keep_min and/or score <= keep_max
-    init_from       a model file every fold starts from (fine-tuning; the original's v8 filter began at fold 0)
+    init_from       a model file every fold starts from (fine-tuning)
+    init_from_stage2_fold  N: start every fold from stage 2's fold-N model of the same property (the original's v8
+                    filter began at fold 0); stands for init_from = that file
 
 The defaults are the original's numbers (stage 2 and the v8 dataset's filter).
 """
@@ -22,12 +24,13 @@ import zlib
 from dataclasses import dataclass
 
 from cnn.models import ARCHITECTURES, STACKS, Architecture
+from common import artifacts
 from common.errors import PipelineError
 
 # (restart_loss, metric_threshold) of the original: stage 2 (gender, quality) and stage 7 (age, glass)
 ORIGINAL_THRESHOLDS = {"gender": (0.35, 0.5), "quality": (0.13, 0.9), "age": (0.23, 0.1), "glass": (0.10, 0.1)}
 RULE_KEYS = ("label_column", "stack", "crop_256", "drop_last_pool", "stratified", "learning_rate", "restart_loss",
-             "metric_threshold", "keep_min", "keep_max", "init_from")
+             "metric_threshold", "keep_min", "keep_max", "init_from", "init_from_stage2_fold")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,16 @@ def seed_index(name: str) -> int:
     (gender 0, quality 1) whatever else a run trains; others get a stable number from the name."""
     builtin = list(ARCHITECTURES)
     return builtin.index(name) if name in builtin else len(builtin) + zlib.crc32(name.encode()) % 90
+
+
+def _init_from(where: str, name: str, entry: dict) -> str:
+    fold = entry.get("init_from_stage2_fold")
+    if fold is None:
+        return str(entry.get("init_from", ""))
+    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0 or "init_from" in entry:
+        raise PipelineError(f"{where}: init_from_stage2_fold must be a fold number >= 0 (and not with init_from), "
+                            f"got {fold!r}")
+    return artifacts.fold_model(artifacts.FACES.cnn_models, name, fold)
 
 
 def _number(where: str, key: str, value, allow_none: bool = False) -> float | None:
@@ -102,7 +115,7 @@ def parse_property_rules(table: dict, where: str = "[cnn] properties") -> list[P
             metric_threshold=_number(here, "metric_threshold", entry.get("metric_threshold", metric_default)),
             keep_min=_number(here, "keep_min", entry.get("keep_min"), allow_none=True),
             keep_max=_number(here, "keep_max", entry.get("keep_max"), allow_none=True),
-            init_from=str(entry.get("init_from", "")))
+            init_from=_init_from(here, name, entry))
         if rule.learning_rate is not None and rule.learning_rate <= 0:
             raise PipelineError(f"{here}: learning_rate must be > 0")
         rules.append(rule)

@@ -55,6 +55,11 @@ class FaceSet:
                 self.segmentation, grid_png(self.segmentation), self.property_scores)
 
 
+def fold_model(models_dir: str, prop: str, fold: int) -> str:
+    """Stage 2's model file of one property and fold (in a face set's cnn_models)."""
+    return f"{models_dir}/{prop}_model_{fold}.pt"
+
+
 ANNOTATOR_SIGNALS = "annotator_signals.csv"  # beside the labels CSV the annotator writes
 GENERATION_CONFIG_FILE = "generation_config.json"
 CNN_CONFIG_FILE = "cnn_config.json"
@@ -177,7 +182,7 @@ STAGE_PATHS: dict[str, dict[str, dict[str, str]]] = {
     "v8": {
         "fine_tuning": {"init_checkpoint": FINE_TUNE["v1"].generator,
                         "init_discriminator": FINE_TUNE["v1"].discriminator,
-                        "images_dir": V8_FACES.filtered, "labels_csv": "",
+                        "images_dir": V8_FACES.filtered, "labels_csv": "",  # labels = "zeros" in the profiles
                         "classifier_models_dir": V8_FACES.cnn_models, "run_dir": FINE_TUNE["v8"].run_dir,
                         "export_generator": FINE_TUNE["v8"].generator,
                         "export_discriminator": FINE_TUNE["v8"].discriminator},

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import artifacts
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
 from common.paths import resolve_repo_path
@@ -21,25 +22,25 @@ class PropertyCnnConfig:
 
     profile: str = "embedded"
     resolution: int = field(default=64, metadata={"help": "image size of the generator's images (64, 128, 256)"})
-    scores_csv: str = field(default="segmentation/property_score_results/all_scores_v2.csv", metadata={
+    scores_csv: str = field(default=artifacts.FACES.scores_csv("v2"), metadata={
         "help": "stage 4's v2 scores (img_no + the 7 *_score columns) the 7-output CNN learns"})
-    images_dir: str = field(default="stylegan/synthesize_results_filtered", metadata={
+    images_dir: str = field(default=artifacts.FACES.filtered, metadata={
         "help": "folder of the generator's images {img_no:06d}.png|jpg listed by scores_csv"})
-    hairstyle_scores_csv: str = field(default="segmentation/property_score_results_v8/all_scores_ohlora_v3.csv",
+    hairstyle_scores_csv: str = field(default=artifacts.V8_FACES.scores_csv("hairstyle"),
                                       metadata={"help": "hairstyle scores of the v8 dataset (used if present)"})
-    hairstyle_images_dir: str = "stylegan/generated_face_images_filtered"
+    hairstyle_images_dir: str = artifacts.V8_FACES.filtered
     fallback_hairstyle_scores_csv: str = field(
-        default="segmentation/property_score_results/all_scores_ohlora_v3.csv",
+        default=artifacts.FACES.scores_csv("hairstyle"),
         metadata={"help": "hairstyle scores used when hairstyle_scores_csv does not exist (stage-1 filtered set)"})
-    fallback_hairstyle_images_dir: str = "stylegan/synthesize_results_filtered"
-    models_dir: str = "property_score_cnn/models"
-    seven_model: str = field(default="stylegan_gen_fine_tuned_v2_cnn.pth", metadata={
+    fallback_hairstyle_images_dir: str = artifacts.FACES.filtered
+    models_dir: str = artifacts.PROPERTY_CNN_MODELS
+    seven_model: str = field(default=artifacts.SEVEN_CNN_FILE, metadata={
         "help": "7-output CNN file in models_dir (the original's name)"})
-    hairstyle_model: str = "ohlora_v3_hairstyle_property_cnn.pth"
-    merged_model: str = "ohlora_v3_merged_property_cnn.pth"
-    log_dir: str = "property_score_cnn/train_logs"
-    predictions_csv: str = "segmentation/property_score_results/all_scores_v2_cnn.csv"
-    compare_csv: str = "segmentation/property_score_results/compare/all_scores_v2_vs_cnn.csv"
+    hairstyle_model: str = artifacts.HAIRSTYLE_CNN_FILE
+    merged_model: str = artifacts.MERGED_CNN_FILE
+    log_dir: str = artifacts.PROPERTY_CNN_LOGS
+    predictions_csv: str = artifacts.SEVEN_CNN_PREDICTIONS
+    compare_csv: str = artifacts.SEVEN_CNN_COMPARE
     seed: int = field(default=0, metadata={"help": "seeds the 90/10 split, initialisation and batch order"})
     val_fraction: float = 0.1
     width_multiplier: float = field(default=1.0, metadata={"help": "scales every conv's channels (7-output CNN)"})

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from common import artifacts
 from common.checkpoints import save_weights
 from common.config import dump_config
 from common.errors import PipelineError, log_line
@@ -36,8 +37,8 @@ from property_score_cnn.training import pearson_r
 HAIRSTYLE_NAMES = ("hairstyle",)
 # Early stopping of the 7-output CNN leaves out background_std (section 5a).
 SEVEN_CRITERION_NAMES = tuple(n for n in SEVEN_NAMES if n != "background_std")
-SEVEN_LOG = "train_log_v2_cnn.csv"
-HAIRSTYLE_LOG = "property_score_cnn_train_log.csv"
+SEVEN_LOG = artifacts.SEVEN_CNN_LOG
+HAIRSTYLE_LOG = artifacts.HAIRSTYLE_CNN_LOG
 
 
 @dataclass

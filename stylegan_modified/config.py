@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common import artifacts
+from common.config import check_choices
 from common.devices import DEVICE_HELP, check_device_name
 from common.errors import PipelineError
 from stylegan.gan_trainer import W_SPREAD_KINDS
@@ -13,6 +15,9 @@ PROPERTY_COLUMNS = ("eyes_score", "hair_color_score", "hair_length_score", "mout
                     "background_mean_score", "background_std_score")
 LABEL_SIZE = len(PROPERTY_COLUMNS)
 VERSIONS = ("v1", "v8")
+
+
+LABEL_SOURCES = ("v2", "v1", "zeros")
 
 
 @dataclass
@@ -34,9 +39,13 @@ class FineTuneConfig:
         "help": "file holding D ('' = the discriminator entry of init_checkpoint); v8: v1's D file"})
     dense0_init: str = field(default="fresh", metadata={
         "help": "v1: fresh (the original: dense0 re-initialised) or pretrained (z columns kept, label columns 0)"})
-    images_dir: str = "stylegan/synthesize_results_filtered"
-    labels_csv: str = field(default="segmentation/property_score_results/all_scores_v2.csv", metadata={
-        "help": "stage-4 scores (img_no + the 7 score columns); '' = all-zero labels (v8)"})
+    images_dir: str = artifacts.FACES.filtered
+    labels: str = field(default="v2", metadata={"choices": LABEL_SOURCES, "help": (
+        "the real images' labels: stage 4's v2 or v1 scores (img_no + the 7 score columns), or zeros (all-zero "
+        "labels: v8, as the original)")})
+    labels_csv: str = field(default="", metadata={
+        "help": "a score CSV of your own (img_no + the 7 score columns) instead of the stage-4 table `labels` names "
+                "(not with labels = zeros)"})
     fake_labels: str = field(default="real", metadata={"help": "labels of the fakes: real (the real batch's) or normal"})
     trainable_generator: list[str] = field(default_factory=lambda: ["mapping"])
     trainable_discriminator: list[str] = field(default_factory=lambda: ["layer8", "layer9", "layer10"])
@@ -77,13 +86,13 @@ class FineTuneConfig:
     monitor_variety: bool = field(default=True, metadata={
         "help": "monitor the variety figures (geometric SDs by the landmark model, sharpness, pixel diversity)"})
     monitor_classifiers: list[str] = field(default_factory=lambda: ["gender", "quality"])
-    classifier_models_dir: str = field(default="cnn/models", metadata={
+    classifier_models_dir: str = field(default=artifacts.FACES.cnn_models, metadata={
         "help": "folder of the monitor's {prop}_model_{k}.pt ensembles (stage 2 layout)"})
     property_cnn: str = field(default="", metadata={
         "help": "7-output property CNN for --evaluate: Pearson r of requested label vs its reading ('' = skip)"})
-    run_dir: str = "runs/fine_tuning_v1"
-    export_generator: str = "stylegan_modified/stylegan_gen_fine_tuned_v1.pth"
-    export_discriminator: str = "stylegan_modified/stylegan_dis_fine_tuned_v1.pth"
+    run_dir: str = artifacts.FINE_TUNE["v1"].run_dir
+    export_generator: str = artifacts.FINE_TUNE["v1"].generator
+    export_discriminator: str = artifacts.FINE_TUNE["v1"].discriminator
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
 
     def validate(self) -> None:
@@ -107,8 +116,16 @@ class FineTuneConfig:
         for name in ("batch_size", "max_g_steps", "r1_interval", "log_every", "checkpoint_every", "max_steps"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"[fine_tuning] {name} must be >= 1, got {getattr(self, name)}")
-        if self.version == "v1" and not self.labels_csv:
-            raise PipelineError("[fine_tuning] v1 needs labels_csv (the stage-4 scores); v8 trains with zero labels")
+        check_choices(self, "fine_tuning")
+        if self.version == "v1" and not self.labels_path():
+            raise PipelineError("[fine_tuning] v1 needs labels (v1 or v2: the stage-4 scores, or a labels_csv); "
+                                "v8 trains with zero labels")
+
+    def labels_path(self) -> str:
+        """The score CSV the real images' labels come from ('' = all-zero labels)."""
+        if self.labels == "zeros":
+            return ""
+        return self.labels_csv or artifacts.FACES.scores_csv(self.labels)
 
     def generator_kwargs(self, label_size: int = LABEL_SIZE) -> dict:
         return dict(resolution=self.resolution, z_space_dim=self.z_space_dim, w_space_dim=self.w_space_dim,

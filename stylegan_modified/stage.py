@@ -36,6 +36,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from common import artifacts
 from common.checkpoints import read_weights
 from common.config import dump_config
 from common.devices import choose_device
@@ -77,7 +78,7 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     run_dir = resolve_repo_path(config.run_dir)
-    dataset = load_dataset(config.images_dir, config.labels_csv, config.resolution, log)
+    dataset = load_dataset(config.images_dir, config.labels_path(), config.resolution, log)
     if classifiers is None:
         classifiers = load_classifiers(config, log, str(device)) if config.monitor_every else {}
     if isinstance(geometry, str):
@@ -141,7 +142,7 @@ def export_run(trainer: FineTuner, run_dir: Path) -> list[Path]:
     panels = dict(LOG_PANELS)
     panels["monitor"] = [f"mean_{name}_score" for name in trainer.classifiers]
     panels.update(VARIETY_PANELS)
-    plot_log_curves(run_dir / "train_log.csv", run_dir / "train_curves.png", panels, relative=(VARIETY_RELATIVE_PANEL,))
+    plot_log_curves(run_dir / "train_log.csv", run_dir / artifacts.TRAIN_CURVES_FILE, panels, relative=(VARIETY_RELATIVE_PANEL,))
     return [resolve_repo_path(config.export_generator), resolve_repo_path(config.export_discriminator)]
 
 
@@ -149,7 +150,7 @@ def write_run_summary(trainer: FineTuner, run_dir: Path, finished: bool, exporte
     """summary.json of the run; returns the last row of its train log ({} before the first)."""
     log_path = run_dir / "train_log.csv"
     last = pd.read_csv(log_path).iloc[-1].to_dict() if log_path.is_file() else {}
-    atomic_write_text(run_dir / "summary.json", json.dumps(
+    atomic_write_text(run_dir / artifacts.RUN_SUMMARY_FILE, json.dumps(
         {"step": trainer.step_index, "train_seconds": round(trainer.train_seconds, 1),
          "images": len(trainer.dataset.img_nos), "finished": finished,
          "exported": [repo_relative(p) for p in exported]}, indent=2) + "\n")

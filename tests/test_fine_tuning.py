@@ -87,7 +87,7 @@ def test_exactly_the_named_parameters_change_in_a_step(base, version):
     if version == "v8":
         FineTuner(config, dataset).export(base / "v1_gen.pth", base / "v1_dis.pth")
         config = tiny_config(base, version="v8", init_checkpoint=str(base / "v1_gen.pth"),
-                             init_discriminator=str(base / "v1_dis.pth"), labels_csv="",
+                             init_discriminator=str(base / "v1_dis.pth"), labels="zeros",
                              trainable_generator=["mapping", "synthesis.layer0", "synthesis.layer1",
                                                   "synthesis.output0"])
         dataset = load_dataset(base / "images", "", 16)
@@ -193,7 +193,7 @@ def test_export_round_trip_and_the_original_plain_state_dict_files(base):
     for gen, dis in ((config.export_generator, config.export_discriminator),
                      (base / "plain_gen.pth", base / "plain_dis.pth")):
         v8 = FineTuner(tiny_config(base, version="v8", init_checkpoint=str(gen), init_discriminator=str(dis),
-                                   labels_csv=""), load_dataset(base / "images", "", 16))
+                                   labels="zeros"), load_dataset(base / "images", "", 16))
         assert all(torch.equal(v, trainer.generator.state_dict()[k]) for k, v in v8.generator.state_dict().items())
         assert all(torch.equal(v, trainer.discriminator.state_dict()[k])
                    for k, v in v8.discriminator.state_dict().items())
@@ -217,7 +217,7 @@ def test_bad_inputs_are_one_line_errors(base, tmp_path):
     dataset = load_dataset(base / "images", base / "all_scores_v2.csv", 16)
     # v8 needs a conditional checkpoint; the unconditioned base is the wrong layout
     with pytest.raises(PipelineError, match=r"layout does not match.*missing: mapping.label_weight"):
-        FineTuner(tiny_config(base, version="v8", labels_csv=""), dataset)
+        FineTuner(tiny_config(base, version="v8", labels="zeros"), dataset)
     with pytest.raises(PipelineError, match="layout does not match"):
         FineTuner(tiny_config(base, fmaps_max=16), dataset)
     with pytest.raises(PipelineError, match="'layer12' names no part of the discriminator"):
