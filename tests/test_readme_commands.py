@@ -289,3 +289,24 @@ def test_inline_flags_exist(results):
             unknown += [f"{path.relative_to(REPO)}:{number}: {flag}" for flag in FLAG.findall(span)
                         if flag not in known]
     assert not unknown, "flags shown that no script has:\n" + "\n".join(unknown)
+
+
+def _script_flags(script: Path) -> set[str]:
+    done = subprocess.run([PYTHON, str(script), "--help"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{script.name} --help:\n{done.stderr[-2000:]}"
+    return set(FLAG.findall(done.stdout))
+
+
+def test_profile_comments_name_existing_flags():
+    """A `--flag` in a comment of configs/*.toml (e.g. `--device cpu|cuda[:N]`) is a flag of some stage script."""
+    scripts = sorted(REPO.glob("run_*.py")) + [REPO / "compute_property_scores.py"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        known = set(OUTSIDE_FLAGS).union(*pool.map(_script_flags, scripts))
+    unknown = []
+    for toml in sorted((REPO / "configs").rglob("*.toml")):
+        for number, line in enumerate(toml.read_text().splitlines(), 1):
+            comment = line.split("#", 1)[1] if "#" in line else ""
+            unknown += [f"{toml.relative_to(REPO)}:{number}: {flag}" for flag in FLAG.findall(comment)
+                        if flag not in known]
+    assert len(known) > 100  # every stage's flags were read
+    assert not unknown, "flags named in profile comments that no script has:\n" + "\n".join(unknown)
