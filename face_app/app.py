@@ -14,7 +14,7 @@ from face_app.cases import (RESULT_COLUMNS, FaceChoice, latent_columns, passed_m
 from face_app.editing import PROPERTIES, FaceEditor, next_free_stem, save_face
 from face_app.idle import WORD_RANGES, IdleSettings, gif_bytes, idle_frames, weights_from_words
 from face_app.labeling import BACK_KEY, FORWARD_KEY, LabelSession, LabelStore, apply_keys
-from face_app.launch import set_offline_environment
+from face_app.offline import set_offline_environment
 
 set_offline_environment()  # before gradio is imported: no analytics, no hub calls
 import gradio as gr  # noqa: E402

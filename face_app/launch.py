@@ -7,9 +7,7 @@ from pathlib import Path
 
 from common import artifacts
 from common.errors import PipelineError
-
-OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "GRADIO_SERVER_NAME": "127.0.0.1"}
+from face_app.offline import set_offline_environment
 
 
 @dataclass
@@ -48,14 +46,6 @@ class AppConfig:
             raise PipelineError(f"[app] num_threads must be >= 1, got {self.num_threads}")
         if self.play_seconds <= 0 or self.play_fps <= 0:
             raise PipelineError("[app] play_seconds and play_fps must be > 0")
-
-
-def set_offline_environment() -> None:
-    import os
-
-    # Before gradio is imported: no analytics, no hub calls.
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
 
 
 def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bool = False):
