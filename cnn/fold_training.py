@@ -18,6 +18,7 @@ from cnn.labels import LABEL_ID, labels_fingerprint
 from cnn.training import (EPOCH_DETAIL_COLUMNS, AttemptResult, attempt_seed, fold_splits, train_attempt,
                           train_fold_with_restarts)
 from common import artifacts
+from common.devices import set_torch_threads
 from common.checkpoints import load_state_strict, read_weights, save_weights
 from common.config import dump_config
 from common.errors import log_line
@@ -58,8 +59,7 @@ def _train_fold(config: CnnConfig, prop: str, images: torch.Tensor, labels: np.n
                 train_idx: np.ndarray, val_idx: np.ndarray, progress: bool = True):
     """One fold with the restart rule, its per-epoch detail CSV written as it goes. Runs in this process or in a
     fold worker (module-level and picklable for that); the result depends only on the arguments."""
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    set_torch_threads(config.num_threads)
     settings = config.train_settings(prop)
     model_factory = _model_factory(config, prop)
     detail_path = config.path("log_dir") / f"epoch_detail_{prop}_{fold_no}.csv"

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
 
 from cnn.audit import audit_kept_images
 from cnn.config import CnnConfig
@@ -32,6 +31,7 @@ from cnn.keep import export_kept, keep_mask, rule_passes
 from cnn.labels import ANNOTATOR_SOURCE, LABEL_ID, generated_labels, obtain_labels, scarce_properties
 from cnn.plots import save_funnel_plot, save_report_grid
 from cnn.properties import PropertyRule
+from common.devices import torch_threads
 from common.errors import log_line
 from common.fileio import atomic_write_csv
 from common.paths import repo_relative
@@ -86,13 +86,8 @@ def plan(config: CnnConfig) -> list[str]:
 
 def run_filter_stage(config: CnnConfig, retrain: bool = False, force: bool = False, log=log_line) -> StageSummary:
     """The whole stage; torch's thread count is set from the config for its duration only."""
-    previous_threads = torch.get_num_threads()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _run_filter_stage(config, retrain, force, log)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run_filter_stage(config: CnnConfig, retrain: bool, force: bool, log) -> StageSummary:

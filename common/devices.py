@@ -1,4 +1,4 @@
-"""One device rule for every stage: `choose_device(requested)`.
+"""One device rule for every stage, `choose_device(requested)`, and one thread rule, `set_torch_threads(count)`.
 
 * "auto" (every profile's default): the first CUDA device when torch sees one, else the CPU;
 * "cpu", "cuda" or "cuda:N": that device; CUDA asked for where there is none (or no device N) is a one-line error.
@@ -9,7 +9,9 @@ device (no mixed precision).
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import torch
 
@@ -17,6 +19,25 @@ from common.errors import PipelineError
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 DEVICE_HELP = "auto (cuda when available, else cpu), cpu, cuda or cuda:N"
+
+
+def set_torch_threads(count: int) -> int:
+    """torch's CPU thread count for this process: `count` when > 0 (0: torch's default, left as it is); returns the
+    count before, for torch_threads to restore."""
+    previous = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    return previous
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """set_torch_threads(count) for the duration of a with-block, then the previous count again."""
+    previous = set_torch_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def check_device_name(requested: str, where: str = "device") -> str:

@@ -51,8 +51,7 @@ class AppConfig:
 def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bool = False):
     """The Gradio app for the output root's files, and the editor behind it; `strict`: every direction set complete
     (run_app.py --check)."""
-    import torch
-
+    from common.devices import set_torch_threads
     from common.paths import output_root
     from face_app.app import build_app
     from face_app.cases import face_choices, check_latent_width
@@ -60,7 +59,7 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bo
     from face_app.labeling import LabelStore, schema_by_name
 
     root = output_root() if repo_root is None else repo_root
-    torch.set_num_threads(config.num_threads)
+    set_torch_threads(config.num_threads)
     generator, choice = load_app_generator(config.generator, config.profile, config.device)
     label_size, path = choice.label_size, choice.path
     direction_sets = read_direction_sets({"chosen": root / artifacts.vectors_dir(None, config.vectorfind_dir),

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from common.artifacts import FACES, grid_png
 from common.config import check_choices, dump_config
-from common.devices import check_device_name, choose_device
+from common.devices import check_device_name, choose_device, set_torch_threads
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import IMAGE_NAME, atomic_write_csv, load_image, save_image
@@ -266,8 +266,8 @@ def run_segmentation(config: SegmentationConfig, force: bool = False, progress: 
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     device = choose_device(config.device)
     workers = min(config.workers, len(batches)) if device.type == "cpu" else 1
-    if config.num_threads and workers == 1:
-        torch.set_num_threads(config.num_threads)
+    if workers == 1:
+        set_torch_threads(config.num_threads)
     # Built here even when workers do the parsing: a missing checkpoint or package is a one-line error before
     # anything is written, not a broken worker pool.
     models = SegmentationModels(config, device)

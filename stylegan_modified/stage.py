@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import torch
 
 from common import artifacts
 from common.checkpoints import read_weights
 from common.config import dump_config
-from common.devices import choose_device
+from common.devices import choose_device, set_torch_threads
 from common.fileio import atomic_write_text
 from common.paths import repo_relative, resolve_repo_path
 from stylegan.gan_trainer import LOG_FILE, STATE_FILE, append_log, plot_log_curves, run_loop, trim_log
@@ -75,8 +74,7 @@ def run_fine_tuning(config: FineTuneConfig, classifiers: dict[str, Classifier] |
     `geometry="load"` the landmark model of the variety monitor (when monitor_variety), None: no geometric SDs.
     `device` None: the config's (common/devices.py; auto = cuda when available)."""
     device = choose_device(config.device if device is None else device)
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    set_torch_threads(config.num_threads)
     run_dir = resolve_repo_path(config.run_dir)
     dataset = load_dataset(config.images_dir, config.labels_path(), config.resolution, log)
     if classifiers is None:

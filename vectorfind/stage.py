@@ -25,7 +25,7 @@ import torch
 from common import artifacts
 from common.config import config_to_dict, dump_config
 from common.paths import repo_relative, resolve_repo_path
-from common.devices import choose_device
+from common.devices import choose_device, set_torch_threads
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, atomic_write_text, read_csv_checked
 from common.freshness import checkpoint_digest, digest, read_record, record_text, what_differs
@@ -75,8 +75,7 @@ class Context:
 
 
 def build_context(config: VectorFindConfig, progress: bool = True) -> Context:
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    set_torch_threads(config.num_threads)
     rank, world = distributed_rank_world()
     device = choose_device(config.device)
     if device.type == "cuda" and world > 1:
