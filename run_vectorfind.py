@@ -22,7 +22,8 @@ from common.config import add_config_arguments, config_to_dict, resolve_config
 from common.errors import run_main
 from vectorfind.sampling import finish_distributed
 from vectorfind.settings import VectorFindConfig
-from vectorfind.stage import PHASES, build_context, run_phases
+from vectorfind.context import build_context
+from vectorfind.stage import PHASES, run_phases
 
 
 def main() -> int:

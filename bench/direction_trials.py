@@ -42,7 +42,7 @@ from vectorfind.evaluation import edit_grid  # noqa: E402
 from vectorfind.landmarks import landmark_scores, load_sample_geometry, target_measures  # noqa: E402
 from vectorfind.sampling import codes_to_w, load_samples, render, sample_codes, score  # noqa: E402
 from vectorfind.settings import VectorFindConfig, parse_layer_range  # noqa: E402
-from vectorfind.stage import build_context, vectors_dir  # noqa: E402
+from vectorfind.context import build_context, vectors_dir  # noqa: E402
 from vectorfind.svm import project_off  # noqa: E402
 
 

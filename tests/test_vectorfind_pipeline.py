@@ -27,7 +27,8 @@ from vectorfind.evaluation import RESULT_COLUMNS, TEST_RESULT_COLUMNS, edit_grid
 from vectorfind.models import choose_generator, module_scorer, property_cnn_scorer  # noqa: E402
 from vectorfind.sampling import load_samples, sample_shards, shard_path, shard_ranges  # noqa: E402
 from vectorfind.settings import VectorFindConfig  # noqa: E402
-from vectorfind.stage import Context, median_fingerprint, run_phases  # noqa: E402
+from vectorfind.context import Context  # noqa: E402
+from vectorfind.stage import median_fingerprint, run_phases  # noqa: E402
 
 FINGERPRINT = '{"test": 1}'
 

@@ -26,6 +26,7 @@ from common import artifacts
 from common.fileio import atomic_write_csv, atomic_write_text, save_image
 from common.freshness import read_record, record_text, what_differs
 from common.images import make_grid
+from vectorfind.context import cached_directions, read_medians, vectors_dir, weight_scales
 from vectorfind.directions import SCORE_NAMES, TARGET_PROPERTIES, edit_w, group_name, score_column
 from vectorfind.evaluation import Cases, EvaluationSettings, evaluate
 from vectorfind.sampling import codes_to_w, load_samples, render, sample_codes, score
@@ -86,7 +87,6 @@ def variant_name(kind: str, layers: tuple[int, int] | None) -> str:
 
 
 def run_compare(ctx, force: bool = False) -> dict:
-    from vectorfind.stage import cached_directions, read_medians, vectors_dir, weight_scales
 
     config = ctx.config
     out = ctx.out
@@ -160,7 +160,6 @@ def run_compare(ctx, force: bool = False) -> dict:
 
 def write_strips(ctx, cases, medians, w_sample) -> None:
     """strips/strip_{property}.png: case 0 edited along the chosen directions from -2 to +2."""
-    from vectorfind.stage import cached_directions, vectors_dir, weight_scales
 
     config = ctx.config
     generator = ctx.generator
