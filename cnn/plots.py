@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from cnn.summary import StageSummary
 from common.fileio import atomic_path, load_images
 from common.images import make_grid
 from common.paths import resolve_repo_path
-
-if TYPE_CHECKING:
-    from cnn.stage import StageSummary
 
 
 def save_report_grid(kept: pd.DataFrame, rejected: pd.DataFrame, path: Path, resolution: int,
