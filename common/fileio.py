@@ -64,6 +64,32 @@ def save_image(array: np.ndarray, path: str | Path, jpeg_quality: int = 95) -> N
         tmp.write_bytes(encoded.tobytes())
 
 
+def list_numbered_images(folder: str | Path, what: str = "image", fill: str | None = None) -> dict[int, Path]:
+    """{number: path}, sorted, of the images in `folder` named by their number (000123.png, 7.jpg). `fill` says what
+    writes the folder: a missing folder, one without such images or a number that appears twice is then a one-line
+    PipelineError naming the `what` folder and that fix; with fill None a missing or empty folder is just {}."""
+    from common.errors import PipelineError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        if fill is None:
+            return {}
+        raise PipelineError(f"{folder}: {what} folder not found; {fill}")
+    found: dict[int, Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = IMAGE_NAME.match(path.name)
+        if not match or not path.is_file():
+            continue
+        number = int(match.group(1))
+        if number in found and fill is not None:
+            raise PipelineError(f"{folder}: image number {number} appears twice ({found[number].name}, {path.name}); "
+                                f"keep one of them")
+        found.setdefault(number, path)
+    if not found and fill is not None:
+        raise PipelineError(f"{folder}: no {{img_no:06d}}.png/.jpg images; {fill}")
+    return dict(sorted(found.items()))
+
+
 def load_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
     """Read an image as HWC uint8 RGB, decoded in full; a missing, truncated or corrupt file, a grayscale image or
     (with `resolution`) one of another size is a one-line PipelineError naming the file."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from common.errors import PipelineError
-from common.fileio import atomic_write_csv
+from common.fileio import atomic_write_csv, list_numbered_images
 
 # One key per answer, as the tab shows them (1 = female / good / old / glasses, the stages' convention).
 STAGE2_SCHEMA = {"gender": {"f": 1, "m": 0}, "quality": {"g": 1, "b": 0}}
@@ -19,7 +18,6 @@ SCHEMAS = {"stage2": STAGE2_SCHEMA, "v8": V8_SCHEMA}
 HAND_SOURCE = "hand"
 ANNOTATOR_SOURCE = "annotator"  # rows the stage-2 annotator wrote: a person may replace them
 BACK_KEY, FORWARD_KEY = "<", ">"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def schema_by_name(name: str) -> dict[str, dict[str, int]]:
@@ -30,12 +28,7 @@ def schema_by_name(name: str) -> dict[str, dict[str, int]]:
 
 def list_images(folder: Path) -> dict[int, Path]:
     """{image number: path} for files named by their number (000123.png / 123.jpg) in folder."""
-    found = {}
-    if Path(folder).is_dir():
-        for path in sorted(Path(folder).iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES and re.fullmatch(r"\d+", path.stem):
-                found.setdefault(int(path.stem), path)
-    return dict(sorted(found.items()))
+    return list_numbered_images(folder)
 
 
 @dataclass

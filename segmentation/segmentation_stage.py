@@ -19,7 +19,6 @@ unless `force`, so a killed run resumes.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from collections import Counter
@@ -37,7 +36,7 @@ from common.config import check_choices, dump_config
 from common.devices import check_device_name, choose_device, set_torch_threads
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
-from common.fileio import IMAGE_NAME, atomic_write_csv, load_image, save_image
+from common.fileio import atomic_write_csv, list_numbered_images, load_image, save_image
 from common.images import make_grid
 from common.workers import spawned_pool
 from segmentation.face_detection import CROP_SIZE, create_mtcnn, crop_face, detect_largest_faces
@@ -74,7 +73,7 @@ class SegmentationConfig:
     min_mesh_score: float = field(default=0.5, metadata={
         "help": "mesh parser: skip crops whose face-mesh score is below this (0 = keep all)"})
     num_threads: int = field(default=0, metadata={"help": "CPU threads for torch and the mesh parser (0 = default)"})
-    workers: int = field(default=1, metadata={
+    workers: int = field(default=2, metadata={
         "help": "parse batches in this many worker processes, one thread each (CPU only; the mesh parser is "
                 "single-threaded Python and OpenCV, so one worker per core nearly divides the time)"})
     grid_images: int = field(default=16, metadata={"help": "how many results the preview grid shows"})
@@ -127,22 +126,9 @@ def output_paths(output_dir: Path, img_no: int) -> dict[str, Path]:
 
 def list_input_images(input_dir: Path) -> list[InputImage]:
     """The numbered images of the folder, by number; a missing or empty folder names the stage that fills it."""
-    if not input_dir.is_dir():
-        raise PipelineError(f"{input_dir}: input folder not found; run run_cnn.py (stage 2) first, it writes "
-                            f"the filtered images there")
-    images: dict[int, Path] = {}
-    for entry in sorted(os.scandir(input_dir), key=lambda e: e.name):
-        match = IMAGE_NAME.match(entry.name)
-        if not match or not entry.is_file():
-            continue
-        img_no = int(match.group(1))
-        if img_no in images:
-            raise PipelineError(f"{input_dir}: image number {img_no} appears twice ({images[img_no].name}, "
-                                f"{entry.name}); keep one of them")
-        images[img_no] = Path(entry.path)
-    if not images:
-        raise PipelineError(f"{input_dir}: no {{no:06d}}.png/.jpg images; run run_cnn.py (stage 2) first")
-    return [InputImage(no, images[no]) for no in sorted(images)]
+    images = list_numbered_images(input_dir, "input", "run run_cnn.py (stage 2) first, it writes the filtered images "
+                                                      "there")
+    return [InputImage(no, path) for no, path in images.items()]
 
 
 def colourise(class_map: np.ndarray) -> np.ndarray:

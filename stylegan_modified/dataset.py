@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from common.errors import PipelineError
-from common.fileio import IMAGE_NAME, load_image, read_csv_checked
+from common.fileio import list_numbered_images, load_image, read_csv_checked
 from common.freshness import digest
 from common.paths import resolve_repo_path
 from stylegan_modified.config import LABEL_SIZE, PROPERTY_COLUMNS
@@ -30,17 +30,8 @@ class FineTuneDataset:
 
 def list_images(images_dir: Path) -> dict[int, Path]:
     """{img_no: path} of the {img_no:06d}.png|jpg files in a folder."""
-    if not images_dir.is_dir():
-        raise PipelineError(f"{images_dir}: dataset folder not found; run the stages that fill it "
-                            f"(v1: stages 1-2; v8: the v8 dataset, --stage v8_dataset) or pass --images-dir")
-    found: dict[int, Path] = {}
-    for path in sorted(images_dir.iterdir()):
-        match = IMAGE_NAME.match(path.name)
-        if match and path.is_file():
-            found[int(match.group(1))] = path
-    if not found:
-        raise PipelineError(f"{images_dir}: no {{img_no:06d}}.png/.jpg images; run the stages that fill it")
-    return found
+    return list_numbered_images(images_dir, "dataset", "run the stages that fill it (v1: stages 1-2; v8: the v8 "
+                                                       "dataset, --stage v8_dataset) or pass --images-dir")
 
 
 def read_label_table(path: Path) -> pd.DataFrame:
