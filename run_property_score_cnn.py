@@ -11,30 +11,46 @@ hairstyle  trains on the v8 dataset's all_scores_ohlora_v3.csv if present, else 
            train_logs/property_score_cnn_train_log.csv and val_scatter_hairstyle_cnn.png
 merged     combines the two files into ohlora_v3_merged_property_cnn.pth (outputs: the 7 + hairstyle)
 
-A trained model is reused on re-runs (--retrain trains again; --force also redoes every output).
+Settings: [property_cnn] of configs/<profile>.toml; the hairstyle CNN is the named run `hairstyle`
+([hairstyle.property_cnn] over [property_cnn]). A trained model is reused on re-runs (--retrain trains again;
+--force also redoes every output).
 """
 
 import argparse
+import sys
 
 from common.config import add_config_arguments, config_to_dict, resolve_config
-from common.errors import run_main
-from property_score_cnn.config import MODEL_CHOICES, PropertyCnnConfig
+from common.errors import PipelineError, run_main
+from property_score_cnn.config import MODEL_CHOICES, MODEL_STAGES, PropertyCnnConfig
 from property_score_cnn.stage import plan, run_property_cnn_stage
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, choices=MODEL_CHOICES, help="which CNN to train or build")
+    parser.add_argument("--model", required=True, choices=MODEL_CHOICES,
+                        help="which CNN to train or build (hairstyle: the run [hairstyle.property_cnn])")
     parser.add_argument("--retrain", action="store_true", help="train again instead of reusing the model file")
     parser.add_argument("--force", action="store_true", help="retrain and rewrite every output")
-    add_config_arguments(parser, PropertyCnnConfig, "property_cnn")
+    # --help shows the values of the run --model picks
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model")
+    stage = MODEL_STAGES.get(model.parse_known_args()[0].model)
+    add_config_arguments(parser, PropertyCnnConfig, "property_cnn",
+                         sys.argv[1:] + (["--stage", stage] if stage else []))
     args = parser.parse_args()
-    config = resolve_config(PropertyCnnConfig, "property_cnn", args)
+    if args.stage not in (None, MODEL_STAGES[args.model]):
+        stage = MODEL_STAGES[args.model]
+        raise PipelineError(f"--model {args.model} reads {f'[{stage}.property_cnn] over ' if stage else ''}"
+                            f"[property_cnn], not --stage {args.stage}; leave out --stage")
+    config = resolve_config(PropertyCnnConfig, "property_cnn", args, stage=MODEL_STAGES[args.model])
+    hairstyle = (resolve_config(PropertyCnnConfig, "property_cnn", args, stage=MODEL_STAGES["hairstyle"])
+                 if args.model == "merged" else None)
     if args.dry_run:
         print(config_to_dict(config))
-        print("\n".join(plan(config, args.model)))
+        print("\n".join(plan(config, args.model, hairstyle)))
         return 0
-    outcome = run_property_cnn_stage(config, args.model, retrain=args.retrain, force=args.force)
+    outcome = run_property_cnn_stage(config, args.model, retrain=args.retrain, force=args.force,
+                                     hairstyle_config=hairstyle)
     if outcome.val_r:
         how = (f"trained, best epoch {outcome.best_epoch} of {outcome.total_epochs}" if outcome.trained
                else "reused")

@@ -26,7 +26,7 @@ from common.config import resolve_config
 from property_score_cnn.models import MergedPropertyScoreCNN
 from common.devices import choose_device
 from property_score_cnn.scoring import load_property_cnn, score_images
-from property_score_cnn.config import PropertyCnnConfig
+from property_score_cnn.config import MODEL_STAGES, PropertyCnnConfig
 
 OUR_BATCH = 256
 
@@ -37,8 +37,8 @@ def build(resolution: int, model_path: str | None, width: float | None) -> torch
     if width is not None:
         widths = (width, width)
     elif resolution == 64:
-        config = resolve_config(PropertyCnnConfig, "property_cnn", profile="embedded")
-        widths = (config.width_multiplier, config.hairstyle_width_multiplier)
+        widths = tuple(resolve_config(PropertyCnnConfig, "property_cnn", profile="embedded", stage=stage).width_multiplier
+                       for stage in (MODEL_STAGES["seven"], MODEL_STAGES["hairstyle"]))
     else:
         widths = (1.0, 1.0)
     torch.manual_seed(0)

@@ -44,16 +44,16 @@ def timed(fn):
 def merged_cnn(config: VectorFindConfig, resolution: int):
     from property_score_cnn import load_property_cnn, score_images
     from property_score_cnn.models import build_model
-    from property_score_cnn.config import PropertyCnnConfig
+    from property_score_cnn.config import MODEL_STAGES, PropertyCnnConfig
 
     path = resolve_repo_path(config.property_cnn)
     if path.is_file():
         return load_property_cnn(path, resolution), score_images, f"trained {path.name}"
-    section = resolve_config(PropertyCnnConfig, "property_cnn", profile=config.profile)
+    seven, hairstyle = (resolve_config(PropertyCnnConfig, "property_cnn", profile=config.profile,
+                                       stage=MODEL_STAGES[kind]).width_multiplier for kind in ("seven", "hairstyle"))
     torch.manual_seed(0)
-    model = build_model("merged", resolution, section.width_multiplier, section.hairstyle_width_multiplier).eval()
-    return model, score_images, (f"random weights, widths {section.width_multiplier}/"
-                                 f"{section.hairstyle_width_multiplier} (no trained file yet)")
+    model = build_model("merged", resolution, seven, hairstyle).eval()
+    return model, score_images, f"random weights, widths {seven}/{hairstyle} (no trained file yet)"
 
 
 def bench_sampling(config: VectorFindConfig, images: int, baseline_images: int) -> dict:

@@ -48,7 +48,7 @@ def step_images(root: Path) -> dict[str, tuple[int, str]]:
     from common import artifacts
     from common.config import resolve_config
     from cnn.config import CnnConfig
-    from property_score_cnn.config import PropertyCnnConfig
+    from property_score_cnn.config import MODEL_STAGES, PropertyCnnConfig
     from segmentation.segmentation_stage import SegmentationConfig
     from stylegan.generate import GeneratorConfig
     from stylegan_modified.config import FineTuneConfig
@@ -67,12 +67,11 @@ def step_images(root: Path) -> dict[str, tuple[int, str]]:
     for algorithm in artifacts.SCORE_FILES:
         out[f"4_scores_{algorithm}"] = (_rows(root / artifacts.FACES.scores_csv(algorithm)), "scored")
     out["7_v8_hairstyle"] = (_rows(root / artifacts.V8_FACES.scores_csv("hairstyle")), "scored")
-    pcnn = cfg(PropertyCnnConfig, "property_cnn")
-    seven = _rows(root / pcnn.scores_csv)
-    hairstyle = _rows(root / pcnn.hairstyle_scores_csv) or _rows(root / pcnn.fallback_hairstyle_scores_csv)
-    out["5_property_cnn_seven"] = (seven * pcnn.max_epochs, f"{seven} x {pcnn.max_epochs} epochs (cap)")
-    out["5_property_cnn_hairstyle"] = (hairstyle * pcnn.hairstyle_max_epochs,
-                                       f"{hairstyle} x {pcnn.hairstyle_max_epochs} epochs (cap)")
+    for kind, stage in MODEL_STAGES.items():
+        if kind != "merged":
+            pcnn = cfg(PropertyCnnConfig, "property_cnn", stage)
+            rows = _rows(root / pcnn.scores_csv) or _rows(root / pcnn.fallback_scores_csv)  # "": the root, no rows
+            out[f"5_property_cnn_{kind}"] = (rows * pcnn.max_epochs, f"{rows} x {pcnn.max_epochs} epochs (cap)")
     for version, stage in (("v1", None), ("v8", "v8")):
         ft = cfg(FineTuneConfig, "fine_tuning", stage)
         out[f"6_fine_tune_{version}"] = (ft.max_steps * ft.batch_size, f"{ft.max_steps} steps x batch {ft.batch_size}")

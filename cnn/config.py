@@ -16,10 +16,14 @@ from common import artifacts
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
 from common.paths import resolve_repo_path
+from common.training_loop import TrainingSettings
 
 
 @dataclass
-class CnnConfig:
+class CnnConfig(TrainingSettings, width_multiplier=0.25, learning_rate=1e-3, max_epochs=10):
+    """Section [cnn] of a profile (and [v8_dataset.cnn] over it); the training fields are common/training_loop.py's
+    TrainingSettings."""
+
     profile: str = "embedded"
     resolution: int = field(default=64, metadata={"help": "image size of the stage-1 images (64, 128 or 256)"})
     images_dir: str = artifacts.FACES.images
@@ -27,12 +31,13 @@ class CnnConfig:
                             metadata={"help": "labels: the id column and one 0/1 column per property"})
     label_id_column: str = field(default="img_name", metadata={"help": "image number column of the labels file"})
     properties: dict = field(default_factory=lambda: {
-        "gender": {"keep_min": 0.7}, "quality": {"keep_min": 0.9}}, metadata={
+        "gender": {"restart_loss": 0.35, "metric_threshold": 0.5, "keep_min": 0.7},
+        "quality": {"stratified": True, "restart_loss": 0.13, "metric_threshold": 0.9, "keep_min": 0.9}}, metadata={
         "help": "JSON table: property -> its settings (see cnn/properties.py)"})
     keep_labelled: bool = field(default=True, metadata={
         "help": "labelled images may be kept (stage 2); false excludes them (the v8 dataset)"})
     num_labelled: int = field(default=2000, metadata={"help": "how many of the first images the annotator labels"})
-    annotate: bool = field(default=False, metadata={"help": "write missing labels with the bundled annotator"})
+    annotate: bool = field(default=True, metadata={"help": "write missing labels with the bundled annotator"})
     annotator_min_face_probability: float = 0.8
     annotator_min_eye_distance_ratio: float = 0.2
     annotator_min_strip_sharpness: float = 0.55
@@ -47,27 +52,18 @@ class CnnConfig:
     report_grid: str = artifacts.FACES.cnn_report_grid
     filtered_dir: str = artifacts.FACES.filtered
     link_mode: str = field(default="copy", metadata={"help": "copy or hardlink the kept images"})
-    seed: int = field(default=0, metadata={"help": "seeds fold splits, initialisation and batch order"})
     num_folds: int = 5
-    width_multiplier: float = field(default=1.0, metadata={"help": "scales every conv's channel count"})
-    learning_rate: float = 5e-5
-    augment_flip: bool = field(default=False, metadata={"help": "mirror half of each training batch"})
-    channels_last: bool = field(default=False, metadata={"help": "NHWC training (faster on CPU, not bit-equal)"})
-    train_batch_size: int = 16
-    eval_batch_size: int = 64
-    max_epochs: int = 1000
-    patience: int = field(default=20, metadata={"help": "early stopping: epochs without a new best val loss"})
-    cosine_t_max: int = 10
-    max_restarts: int = field(default=5, metadata={"help": "cap on the restart rule's retrainings per fold"})
+    augment_flip: bool = field(default=True, metadata={"help": "mirror half of each training batch"})
+    channels_last: bool = field(default=True, metadata={"help": "NHWC training (faster on CPU, not bit-equal)"})
+    max_restarts: int = field(default=0, metadata={"help": "cap on the restart rule's retrainings per fold"})
     funnel_png: str = artifacts.FACES.cnn_funnel
     skip_scarce_properties: bool = field(default=False, metadata={
         "help": "leave out (logged, no keep rule) a property whose rarer class has fewer labelled images than "
                 "num_folds, instead of stopping the stage"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     audit_kept: int = field(default=0, metadata={
         "help": "annotate a seeded sample of this many kept images and report the annotator's fractions in the "
                 "funnel (a check of the filter; 0: off)"})
-    fold_workers: int = field(default=1, metadata={
+    fold_workers: int = field(default=2, metadata={
         "help": "train this many folds at once in worker processes (each with num_threads threads); the models "
                 "are the same as one at a time"})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
@@ -79,15 +75,15 @@ class CnnConfig:
                                 f"got {self.resolution}")
         if self.link_mode not in ("copy", "hardlink"):
             raise PipelineError(f"[cnn] link_mode must be copy or hardlink, got '{self.link_mode}'")
-        for name in ("num_labelled", "train_batch_size", "eval_batch_size", "max_epochs", "patience", "cosine_t_max"):
-            if getattr(self, name) < 1:
-                raise PipelineError(f"[cnn] {name} must be >= 1, got {getattr(self, name)}")
+        self.check_training("cnn")
+        if self.num_labelled < 1:
+            raise PipelineError(f"[cnn] num_labelled must be >= 1, got {self.num_labelled}")
         if self.fold_workers < 1:
             raise PipelineError(f"[cnn] fold_workers must be >= 1, got {self.fold_workers}")
         if self.num_folds < 2:
             raise PipelineError(f"[cnn] num_folds must be >= 2, got {self.num_folds}")
-        if self.max_restarts < 0 or self.width_multiplier <= 0 or self.learning_rate <= 0:
-            raise PipelineError("[cnn] max_restarts must be >= 0, width_multiplier and learning_rate > 0")
+        if self.max_restarts < 0:
+            raise PipelineError(f"[cnn] max_restarts must be >= 0, got {self.max_restarts}")
         self.rules()  # a bad properties table fails here, before any work
 
     def rules(self) -> list[PropertyRule]:

@@ -166,7 +166,8 @@ LOCK_FILE = ".ohlora.lock"
 
 # The named runs of a profile take their paths from here: [<stage>.<section>] values of the profile go over these,
 # which go over the section's own defaults. v8_dataset is stage 7 (stages 1-4 on FineTune-v1's faces); v8 is
-# FineTune-v8 (run_stylegan_fine_tuning.py --version v8).
+# FineTune-v8 (run_stylegan_fine_tuning.py --version v8); hairstyle is stage 5's hairstyle CNN
+# (run_property_score_cnn.py --model hairstyle): the v8 dataset's hairstyle scores, else the stage-1 set's.
 STAGE_PATHS: dict[str, dict[str, dict[str, str]]] = {
     "v8_dataset": {
         "generator": {"checkpoint": FINE_TUNE["v1"].generator, "output_dir": V8_FACES.images},
@@ -186,6 +187,10 @@ STAGE_PATHS: dict[str, dict[str, dict[str, str]]] = {
                         "classifier_models_dir": V8_FACES.cnn_models, "run_dir": FINE_TUNE["v8"].run_dir,
                         "export_generator": FINE_TUNE["v8"].generator,
                         "export_discriminator": FINE_TUNE["v8"].discriminator},
+    },
+    "hairstyle": {
+        "property_cnn": {"scores_csv": V8_FACES.scores_csv("hairstyle"), "images_dir": V8_FACES.filtered,
+                         "fallback_scores_csv": FACES.scores_csv("hairstyle"), "fallback_images_dir": FACES.filtered},
     },
 }
 

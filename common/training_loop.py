@@ -52,6 +52,47 @@ import torch
 from common.errors import PipelineError
 
 
+@dataclass
+class TrainingSettings:
+    """The supervised-training fields of a stage's profile section, declared once: stage 2's [cnn] (cnn/config.py)
+    and stage 5's [property_cnn] (property_score_cnn/config.py) inherit them. A section gives its own defaults by
+    keyword, `class CnnConfig(TrainingSettings, learning_rate=1e-3)`, and keeps the field's type and help; the
+    defaults here are the values both sections share (else the original recipe's)."""
+
+    seed: int = field(default=0, metadata={"help": "seeds the data split(s), initialisation and batch order"})
+    width_multiplier: float = field(default=1.0, metadata={"help": "scales every conv's channel count"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
+    train_batch_size: int = 32
+    eval_batch_size: int = field(default=256, metadata={"help": "batch size of validation and scoring"})
+    max_epochs: int = field(default=1000, metadata={"help": "epoch cap (the original had none)"})
+    patience: int = field(default=4, metadata={"help": "early stopping: epochs without a better validation criterion"})
+    cosine_t_max: int = field(default=10, metadata={
+        "help": "epochs of the cosine learning-rate decay to 0 (CosineAnnealingLR T_max)"})
+    num_threads: int = field(default=1, metadata={"help": "torch CPU threads (0: torch's default)"})
+
+    def __init_subclass__(cls, **defaults):
+        """`class Section(TrainingSettings, name=value, ...)`: these fields default to the values, same type and help
+        (the section is then made a dataclass as usual)."""
+        super().__init_subclass__()
+        annotations = cls.__dict__.get("__annotations__", {})
+        shared = TrainingSettings.__dataclass_fields__
+        for name, value in defaults.items():
+            if name not in shared:
+                raise TypeError(f"{cls.__name__}: {name} is not a TrainingSettings field")
+            annotations[name] = shared[name].type
+            setattr(cls, name, field(default=value, metadata=shared[name].metadata))
+        cls.__annotations__ = annotations
+
+    def check_training(self, section: str) -> None:
+        """One-line errors for settings the loop cannot run with (`section`: the profile table, for the message)."""
+        for name in ("train_batch_size", "eval_batch_size", "max_epochs", "patience", "cosine_t_max"):
+            if getattr(self, name) < 1:
+                raise PipelineError(f"[{section}] {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("width_multiplier", "learning_rate"):
+            if getattr(self, name) <= 0:
+                raise PipelineError(f"[{section}] {name} must be > 0, got {getattr(self, name)}")
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     learning_rate: float = 5e-5

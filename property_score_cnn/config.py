@@ -10,29 +10,30 @@ from common import artifacts
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
 from common.paths import resolve_repo_path
-from common.training_loop import LoopSettings
+from common.training_loop import LoopSettings, TrainingSettings
 from property_score_cnn.models import SUPPORTED_RESOLUTIONS
 
 MODEL_CHOICES = ("seven", "hairstyle", "merged")
+# --model picks the run of [property_cnn]: the hairstyle CNN is the named run `hairstyle` ([hairstyle.property_cnn]
+# and its input paths, common/artifacts.py STAGE_PATHS, over [property_cnn]); merged builds on both runs' files.
+MODEL_STAGES = {"seven": None, "hairstyle": "hairstyle", "merged": None}
+LR_SCHEDULES = ("cosine", "exponential")
 
 
 @dataclass
-class PropertyCnnConfig:
-    """Section [property_cnn] of a profile."""
+class PropertyCnnConfig(TrainingSettings, width_multiplier=0.5, learning_rate=5e-4, max_epochs=12, cosine_t_max=12):
+    """Section [property_cnn] of a profile: the 7-output CNN's run, and with [hairstyle.property_cnn] over it the
+    hairstyle CNN's; the training fields are common/training_loop.py's TrainingSettings."""
 
     profile: str = "embedded"
     resolution: int = field(default=64, metadata={"help": "image size of the generator's images (64, 128, 256)"})
     scores_csv: str = field(default=artifacts.FACES.scores_csv("v2"), metadata={
-        "help": "stage 4's v2 scores (img_no + the 7 *_score columns) the 7-output CNN learns"})
+        "help": "stage 4's scores the CNN learns (img_no + its *_score columns)"})
     images_dir: str = field(default=artifacts.FACES.filtered, metadata={
         "help": "folder of the generator's images {img_no:06d}.png|jpg listed by scores_csv"})
-    hairstyle_scores_csv: str = field(default=artifacts.V8_FACES.scores_csv("hairstyle"),
-                                      metadata={"help": "hairstyle scores of the v8 dataset (used if present)"})
-    hairstyle_images_dir: str = artifacts.V8_FACES.filtered
-    fallback_hairstyle_scores_csv: str = field(
-        default=artifacts.FACES.scores_csv("hairstyle"),
-        metadata={"help": "hairstyle scores used when hairstyle_scores_csv does not exist (stage-1 filtered set)"})
-    fallback_hairstyle_images_dir: str = artifacts.FACES.filtered
+    fallback_scores_csv: str = field(default="", metadata={
+        "help": "scores used when scores_csv does not exist (empty: none; the hairstyle run's: the stage-1 set's)"})
+    fallback_images_dir: str = field(default="", metadata={"help": "the images fallback_scores_csv lists"})
     models_dir: str = artifacts.PROPERTY_CNN_MODELS
     seven_model: str = field(default=artifacts.SEVEN_CNN_FILE, metadata={
         "help": "7-output CNN file in models_dir (the original's name)"})
@@ -41,21 +42,11 @@ class PropertyCnnConfig:
     log_dir: str = artifacts.PROPERTY_CNN_LOGS
     predictions_csv: str = artifacts.SEVEN_CNN_PREDICTIONS
     compare_csv: str = artifacts.SEVEN_CNN_COMPARE
-    seed: int = field(default=0, metadata={"help": "seeds the 90/10 split, initialisation and batch order"})
     val_fraction: float = 0.1
-    width_multiplier: float = field(default=1.0, metadata={"help": "scales every conv's channels (7-output CNN)"})
-    learning_rate: float = 5e-5
-    train_batch_size: int = 16
-    eval_batch_size: int = 64
-    max_epochs: int = field(default=1000, metadata={"help": "epoch cap (the original had none)"})
-    patience: int = field(default=20, metadata={"help": "early stopping: epochs without a better criterion"})
-    cosine_t_max: int = 10
-    hairstyle_width_multiplier: float = 1.0
-    hairstyle_learning_rate: float = 5e-5
-    hairstyle_max_epochs: int = 1000
-    hairstyle_patience: int = 45
-    hairstyle_lr_gamma: float = field(default=0.95, metadata={"help": "ExponentialLR factor per epoch"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    lr_schedule: str = field(default="cosine", metadata={
+        "help": "learning rate per epoch: cosine (decay to 0 over cosine_t_max epochs) or exponential (x lr_gamma)",
+        "choices": LR_SCHEDULES})
+    lr_gamma: float = field(default=0.95, metadata={"help": "ExponentialLR factor per epoch (lr_schedule exponential)"})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
 
     def validate(self) -> None:
@@ -63,16 +54,11 @@ class PropertyCnnConfig:
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise PipelineError(f"[property_cnn] resolution must be one of "
                                 f"{', '.join(map(str, SUPPORTED_RESOLUTIONS))}, got {self.resolution}")
-        for name in ("train_batch_size", "eval_batch_size", "max_epochs", "patience", "cosine_t_max",
-                     "hairstyle_max_epochs", "hairstyle_patience"):
-            if getattr(self, name) < 1:
-                raise PipelineError(f"[property_cnn] {name} must be >= 1, got {getattr(self, name)}")
+        self.check_training("property_cnn")
         if not 0 < self.val_fraction < 1:
             raise PipelineError(f"[property_cnn] val_fraction must be in (0, 1), got {self.val_fraction}")
-        for name in ("width_multiplier", "learning_rate", "hairstyle_width_multiplier", "hairstyle_learning_rate",
-                     "hairstyle_lr_gamma"):
-            if getattr(self, name) <= 0:
-                raise PipelineError(f"[property_cnn] {name} must be > 0, got {getattr(self, name)}")
+        if self.lr_gamma <= 0:
+            raise PipelineError(f"[property_cnn] lr_gamma must be > 0, got {self.lr_gamma}")
 
     def path(self, name: str) -> Path:
         return resolve_repo_path(getattr(self, name))
@@ -80,9 +66,16 @@ class PropertyCnnConfig:
     def model_path(self, kind: str) -> Path:
         return self.path("models_dir") / getattr(self, f"{kind}_model")
 
-    def loop_settings(self, kind: str) -> LoopSettings:
-        prefix = "hairstyle_" if kind == "hairstyle" else ""
-        return LoopSettings(learning_rate=getattr(self, f"{prefix}learning_rate"),
-                            train_batch_size=self.train_batch_size, eval_batch_size=self.eval_batch_size,
-                            max_epochs=getattr(self, f"{prefix}max_epochs"), patience=getattr(self, f"{prefix}patience"),
+    def source(self) -> tuple[Path, Path]:
+        """(scores CSV, images folder) the CNN learns from: scores_csv's, else the fallback's where one is given
+        (the hairstyle run: the v8 dataset's scores when they exist, else the stage-1 filtered set's)."""
+        primary = self.path("scores_csv")
+        if primary.is_file() or not self.fallback_scores_csv:
+            return primary, self.path("images_dir")
+        return self.path("fallback_scores_csv"), self.path("fallback_images_dir")
+
+    def loop_settings(self) -> LoopSettings:
+        return LoopSettings(learning_rate=self.learning_rate, train_batch_size=self.train_batch_size,
+                            eval_batch_size=self.eval_batch_size, max_epochs=self.max_epochs, patience=self.patience,
                             seed=self.seed, device=str(choose_device(self.device)))
+

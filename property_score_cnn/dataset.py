@@ -13,7 +13,6 @@ import torch
 from common.errors import PipelineError
 from common.fileio import load_images as load_rgb_images
 from common.fileio import read_csv_checked
-from property_score_cnn.config import PropertyCnnConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -89,10 +88,3 @@ def load_dataset(scores_csv: Path, images_dir: Path, names: tuple[str, ...], res
     targets = torch.tensor(scores[[f"{n}_score" for n in names]].to_numpy(np.float32))
     return Dataset(scores, paths, images, targets, scores_csv)
 
-
-def hairstyle_source(config: PropertyCnnConfig) -> tuple[Path, Path]:
-    """(scores CSV, images folder): the v8 dataset's when its scores exist, else the stage-1 filtered set's."""
-    primary = config.path("hairstyle_scores_csv")
-    if primary.is_file():
-        return primary, config.path("hairstyle_images_dir")
-    return config.path("fallback_hairstyle_scores_csv"), config.path("fallback_hairstyle_images_dir")

@@ -4,7 +4,8 @@
                ({images_dir}/{img_no:06d}.png, not the 224 face crops) -> the 7-output CNN,
                train_log_v2_cnn.csv, all_scores_v2_cnn.csv, compare/all_scores_v2_vs_cnn.csv, a scatter PNG
     hairstyle: all_scores_ohlora_v3.csv of the v8 dataset if it exists, else stage 4's hairstyle scores of
-               the stage-1 filtered set -> the hairstyle CNN, its train log and scatter PNG
+               the stage-1 filtered set -> the hairstyle CNN, its train log and scatter PNG (the config is the
+               named run `hairstyle`: scores_csv, else fallback_scores_csv)
     merged:    the two model files -> the 8-output CNN (no training), checked to reproduce both exactly
 
 Re-runs reuse a trained model unless retrain/force is asked for (a model trained on other scores or
@@ -27,7 +28,7 @@ from common.errors import PipelineError, log_line
 from common.paths import repo_relative
 from common.training_loop import seeded_split
 from property_score_cnn.config import MODEL_CHOICES, PropertyCnnConfig
-from property_score_cnn.dataset import hairstyle_source, load_dataset
+from property_score_cnn.dataset import load_dataset
 from property_score_cnn.models import SEVEN_NAMES, merge_models
 from property_score_cnn.outputs import save_scatter, write_predictions
 from property_score_cnn.scoring import load_property_cnn, score_images
@@ -68,14 +69,11 @@ def run_regression_model(config: PropertyCnnConfig, kind: str, retrain: bool = F
     previous_threads = _threads(config)
     try:
         if kind == "seven":
-            names, criterion_names, log_name = SEVEN_NAMES, SEVEN_CRITERION_NAMES, SEVEN_LOG
-            dataset = load_dataset(config.path("scores_csv"), config.path("images_dir"), names, config.resolution,
-                                   "compute_property_scores.py --algorithm v2")
+            names, criterion_names, log_name, algorithm = SEVEN_NAMES, SEVEN_CRITERION_NAMES, SEVEN_LOG, "v2"
         else:
-            names, criterion_names, log_name = HAIRSTYLE_NAMES, HAIRSTYLE_NAMES, HAIRSTYLE_LOG
-            scores_csv, images_dir = hairstyle_source(config)
-            dataset = load_dataset(scores_csv, images_dir, names, config.resolution,
-                                   "compute_property_scores.py --algorithm hairstyle")
+            names, criterion_names, log_name, algorithm = HAIRSTYLE_NAMES, HAIRSTYLE_NAMES, HAIRSTYLE_LOG, "hairstyle"
+        dataset = load_dataset(*config.source(), names, config.resolution,
+                               f"compute_property_scores.py --algorithm {algorithm}")
         log(f"{kind}: {len(dataset.paths)} images from {repo_relative(dataset.source)}")
         dump_config(config, config.path("log_dir") / "property_cnn_config.json")
         model, trained, best_epoch, total_epochs = train_or_reuse(config, kind, dataset, names, criterion_names,
@@ -112,14 +110,16 @@ def check_merged(merged, seven, hairstyle, num_images: int = 8, seed: int = 0) -
                             "please report it")
 
 
-def run_merge(config: PropertyCnnConfig, log=log_line) -> ModelOutcome:
-    """Combine the 7-output and hairstyle files into the 8-output model (no training)."""
+def run_merge(config: PropertyCnnConfig, hairstyle_config: PropertyCnnConfig, log=log_line) -> ModelOutcome:
+    """Combine the 7-output and hairstyle files into the 8-output model (no training): `config` is the seven run's
+    (the merged file goes beside its model), `hairstyle_config` the hairstyle run's. Widths are read from the files."""
     start = time.perf_counter()
-    seven = load_property_cnn(config.model_path("seven"), config.resolution)
-    hairstyle = load_property_cnn(config.model_path("hairstyle"), config.resolution)
+    seven_path, hairstyle_path = config.model_path("seven"), hairstyle_config.model_path("hairstyle")
+    seven = load_property_cnn(seven_path, config.resolution)
+    hairstyle = load_property_cnn(hairstyle_path, config.resolution)
     if type(seven).__name__ != "PropertyScoreCNN" or type(hairstyle).__name__ != "HairstyleScoreCNN":
-        raise PipelineError(f"{config.model_path('seven')} must hold the 7-output CNN and "
-                            f"{config.model_path('hairstyle')} the hairstyle CNN; re-run --model seven / hairstyle")
+        raise PipelineError(f"{seven_path} must hold the 7-output CNN and {hairstyle_path} the hairstyle CNN; "
+                            f"re-run --model seven / hairstyle")
     merged = merge_models(seven, hairstyle)
     check_merged(merged, seven, hairstyle, seed=config.seed)
     path = config.model_path("merged")
@@ -129,27 +129,25 @@ def run_merge(config: PropertyCnnConfig, log=log_line) -> ModelOutcome:
                         {"model": repo_relative(path)}, 0)
 
 
-def plan(config: PropertyCnnConfig, kind: str) -> list[str]:
+def plan(config: PropertyCnnConfig, kind: str, hairstyle_config: PropertyCnnConfig | None = None) -> list[str]:
     if kind == "merged":
-        return [f"merge {config.model_path('seven')} + {config.model_path('hairstyle')} -> "
+        return [f"merge {config.model_path('seven')} + {(hairstyle_config or config).model_path('hairstyle')} -> "
                 f"{config.model_path('merged')}"]
-    if kind == "seven":
-        source, images = config.path("scores_csv"), config.path("images_dir")
-        width, epochs, patience = config.width_multiplier, config.max_epochs, config.patience
-    else:
-        source, images = hairstyle_source(config)
-        width, epochs, patience = config.hairstyle_width_multiplier, config.hairstyle_max_epochs, config.hairstyle_patience
+    source, images = config.source()
     state = "exists, reused unless --retrain" if config.model_path(kind).is_file() else "to train"
     return [f"scores: {source}" + ("" if source.is_file() else " (missing)"),
             f"images: {images} ({config.resolution}x{config.resolution})",
-            f"model: {config.model_path(kind)} ({state}); width x{width}, <= {epochs} epochs, patience {patience}, "
+            f"model: {config.model_path(kind)} ({state}); width x{config.width_multiplier}, <= {config.max_epochs} "
+            f"epochs, patience {config.patience}, "
             f"{1 - config.val_fraction:.0%}/{config.val_fraction:.0%} split seed {config.seed}"]
 
 
 def run_property_cnn_stage(config: PropertyCnnConfig, kind: str, retrain: bool = False, force: bool = False,
-                           log=log_line) -> ModelOutcome:
+                           log=log_line, hairstyle_config: PropertyCnnConfig | None = None) -> ModelOutcome:
+    """`config`: the run of `kind` (seven: [property_cnn]; hairstyle: the named run `hairstyle`, MODEL_STAGES);
+    merged reads the seven run's model and the hairstyle run's (`hairstyle_config`, default `config`)."""
     if kind not in MODEL_CHOICES:
         raise PipelineError(f"--model must be one of {', '.join(MODEL_CHOICES)}, got '{kind}'")
     if kind == "merged":
-        return run_merge(config, log)
+        return run_merge(config, hairstyle_config or config, log)
     return run_regression_model(config, kind, retrain, force, log)

@@ -33,12 +33,12 @@ def info_path(model_path: Path) -> Path:
 
 
 def model_record(config: PropertyCnnConfig, kind: str, fingerprint: str) -> dict:
-    width = config.hairstyle_width_multiplier if kind == "hairstyle" else config.width_multiplier
-    schedule = ({"lr_gamma": config.hairstyle_lr_gamma} if kind == "hairstyle"
+    """What the model is trained from and with; `config` is its kind's run (--model picks it)."""
+    schedule = ({"lr_gamma": config.lr_gamma} if config.lr_schedule == "exponential"
                 else {"cosine_t_max": config.cosine_t_max})
-    return dict(kind=kind, resolution=config.resolution, width_multiplier=width, seed=config.seed,
+    return dict(kind=kind, resolution=config.resolution, width_multiplier=config.width_multiplier, seed=config.seed,
                 val_fraction=config.val_fraction, scores_sha256=fingerprint,
-                settings={k: v for k, v in dataclasses.asdict(config.loop_settings(kind)).items()
+                settings={k: v for k, v in dataclasses.asdict(config.loop_settings()).items()
                           if k != "device"},  # the same model on any device
                 **schedule)
 
@@ -64,15 +64,12 @@ def _rounded(row: dict) -> dict:
 
 def _train(config: PropertyCnnConfig, kind: str, dataset: Dataset, names: tuple[str, ...],
            criterion_names: tuple[str, ...], log_path: Path) -> TrainedCnn:
-    settings = config.loop_settings(kind)
-    if kind == "hairstyle":
-        def make_scheduler(optimizer):
-            return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.hairstyle_lr_gamma)
-        width = config.hairstyle_width_multiplier
-    else:
-        def make_scheduler(optimizer):
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.cosine_t_max, eta_min=0.0)
-        width = config.width_multiplier
+    settings = config.loop_settings()
+
+    def make_scheduler(optimizer):
+        if config.lr_schedule == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.cosine_t_max, eta_min=0.0)
     rows: list[dict] = []
     bar = tqdm(total=settings.max_epochs, desc=f"train {kind} CNN", unit="ep")
 
@@ -87,7 +84,7 @@ def _train(config: PropertyCnnConfig, kind: str, dataset: Dataset, names: tuple[
         bar.set_postfix(crit=f"{row['criterion']:.3f}", **{n[:6]: f"{r:.2f}" for n, r in shown.items()})
 
     try:
-        return train_regression_cnn(lambda: build_model(kind, config.resolution, width), dataset.images,
+        return train_regression_cnn(lambda: build_model(kind, config.resolution, config.width_multiplier), dataset.images,
                                     dataset.targets, names, criterion_names, settings, config.val_fraction,
                                     make_scheduler=make_scheduler, on_epoch=on_epoch)
     finally:

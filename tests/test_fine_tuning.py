@@ -256,7 +256,8 @@ def _stage2_config(models_dir, **overrides):
     """A stage-2 config (cnn/config.py) of tiny 64 px ensembles of two folds in `models_dir`."""
     from cnn.config import CnnConfig
 
-    values = dict(resolution=64, width_multiplier=0.25, num_folds=2, models_dir=str(models_dir), device="cpu")
+    values = dict(resolution=64, width_multiplier=0.25, num_folds=2, models_dir=str(models_dir), device="cpu",
+                  channels_last=False)
     values.update(overrides)
     return CnnConfig(**values)
 

@@ -130,13 +130,18 @@ def test_newer_than_holds_when_no_input_was_modified_after_the_result(tmp_path):
 
 # --- the stages' records and fingerprints: the same bytes as before ----------------------------------------------
 
+# The training settings the records below were made with (the original recipe, the configs' earlier defaults).
+ORIGINAL_TRAINING = dict(width_multiplier=1.0, learning_rate=5e-5, train_batch_size=16, eval_batch_size=64,
+                         max_epochs=1000, patience=20, cosine_t_max=10)
+
 def test_stage2_labels_fingerprint_and_model_info_are_unchanged(tmp_path):
     from cnn.config import CnnConfig
     from cnn.fold_models import MODEL_INFO_FILE, write_model_record
     from cnn.labels import labels_fingerprint
 
     assert labels_fingerprint(LABELS, ["gender", "quality"]) == "badffcb15b838915"
-    config = CnnConfig(device="cpu", models_dir=str(tmp_path / "models"))
+    config = CnnConfig(device="cpu", models_dir=str(tmp_path / "models"), **ORIGINAL_TRAINING, max_restarts=5,
+                       augment_flip=False, channels_last=False)
     write_model_record(config, "quality", "0123456789abcdef")
     write_model_record(config, "gender", "fedcba9876543210")
     assert sha256((tmp_path / "models" / MODEL_INFO_FILE).read_text()) == \
@@ -152,7 +157,9 @@ def test_stage5_scores_fingerprint_and_info_record_are_unchanged(tmp_path, kind,
     from property_score_cnn.train_or_reuse import model_record, scores_fingerprint
 
     assert scores_fingerprint(Dataset(SCORES, [], None, None, None), ("eyes", "mouth")) == "020b7a69cf8cd134"
-    record = {**model_record(PropertyCnnConfig(device="cpu"), kind, "0123456789abcdef"), "best_epoch": 3,
+    hairstyle_run = dict(patience=45, lr_schedule="exponential", lr_gamma=0.95) if kind == "hairstyle" else {}
+    config = PropertyCnnConfig(device="cpu", **(ORIGINAL_TRAINING | hairstyle_run))
+    record = {**model_record(config, kind, "0123456789abcdef"), "best_epoch": 3,
               "total_epochs": 5, "best_criterion": 0.5, "elapsed_time": 1.25, "scores_csv": "a/b.csv"}
     write_record(tmp_path / "model.pth.info.json", record)
     assert sha256((tmp_path / "model.pth.info.json").read_text()) == expected

@@ -17,7 +17,7 @@ from property_score_cnn import (PROPERTY_NAMES, generator_output_to_uint8, load_
                                 score_images)
 from property_score_cnn.models import (SEVEN_BRANCHES, BranchCNN, HairstyleScoreCNN, MergedPropertyScoreCNN,
                                        PropertyScoreCNN, crop_window, merge_models)
-from property_score_cnn.config import PropertyCnnConfig
+from property_score_cnn.config import MODEL_STAGES, PropertyCnnConfig
 from property_score_cnn.stage import run_property_cnn_stage
 from property_score_cnn.training import train_regression_cnn
 
@@ -236,18 +236,19 @@ def write_dataset(folder, num_images=40, seed=0):
     return images_dir, scores_csv, hair_csv
 
 
-def stage_config(folder, images_dir, scores_csv, hair_csv, **overrides):
-    values = dict(resolution=64, scores_csv=str(scores_csv), images_dir=str(images_dir),
-                  hairstyle_scores_csv=str(folder / "absent_v8.csv"), hairstyle_images_dir=str(folder / "absent"),
-                  fallback_hairstyle_scores_csv=str(hair_csv), fallback_hairstyle_images_dir=str(images_dir),
+def stage_config(folder, images_dir, scores_csv, hair_csv, stage=None, **overrides):
+    """The seven run's config (stage None) or the hairstyle run's (stage "hairstyle": no v8 scores, so the fallback)."""
+    inputs = (dict(scores_csv=str(folder / "absent_v8.csv"), images_dir=str(folder / "absent"),
+                   fallback_scores_csv=str(hair_csv), fallback_images_dir=str(images_dir)) if stage == "hairstyle"
+              else dict(scores_csv=str(scores_csv), images_dir=str(images_dir)))
+    values = dict(resolution=64, **inputs,
                   models_dir=str(folder / "models"), log_dir=str(folder / "logs"),
                   predictions_csv=str(folder / "all_scores_v2_cnn.csv"),
                   compare_csv=str(folder / "compare" / "all_scores_v2_vs_cnn.csv"),
-                  width_multiplier=0.125, hairstyle_width_multiplier=0.125, learning_rate=1e-3,
-                  hairstyle_learning_rate=1e-3, max_epochs=2, hairstyle_max_epochs=2, patience=2,
+                  width_multiplier=0.125, learning_rate=1e-3, max_epochs=2, patience=2,
                   train_batch_size=16, num_threads=1)
     values.update(overrides)
-    return resolve_config(PropertyCnnConfig, "property_cnn", profile="embedded", **values)
+    return resolve_config(PropertyCnnConfig, "property_cnn", profile="embedded", stage=stage, **values)
 
 
 def test_stage_trains_writes_outputs_reuses_and_merges(tmp_path):
@@ -271,7 +272,8 @@ def test_stage_trains_writes_outputs_reuses_and_merges(tmp_path):
     again = run_property_cnn_stage(config, "seven", log=lambda m: None)
     assert not again.trained and again.val_r == seven.val_r  # reused, same numbers
 
-    hairstyle = run_property_cnn_stage(config, "hairstyle", log=lambda m: None)
+    hair_config = stage_config(tmp_path, images_dir, scores_csv, hair_csv, stage="hairstyle")
+    hairstyle = run_property_cnn_stage(hair_config, "hairstyle", log=lambda m: None)
     assert hairstyle.trained and list(hairstyle.val_r) == ["hairstyle"]
     assert len(pd.read_csv(tmp_path / "logs" / "property_score_cnn_train_log.csv")) == 2
     merged = run_property_cnn_stage(config, "merged", log=lambda m: None)
@@ -326,6 +328,35 @@ def test_stage_errors_are_one_line(tmp_path):
     save_weights(config.model_path("seven"), HairstyleScoreCNN(64, 0.125).state_dict())
     with pytest.raises(PipelineError, match="must hold the 7-output CNN"):
         run_property_cnn_stage(config, "merged", log=lambda m: None)
+
+
+def test_hairstyle_cnn_is_the_named_run_hairstyle_with_a_fallback_to_the_stage1_scores(tmp_path, repo_root):
+    """--model hairstyle: [hairstyle.property_cnn] over [property_cnn], its inputs from common/artifacts.py: the v8
+    dataset's hairstyle scores, else the stage-1 set's; the seven CNN has no fallback."""
+    from common import artifacts
+
+    for profile in ("embedded", "celeba256"):
+        seven = resolve_config(PropertyCnnConfig, "property_cnn", profile=profile)
+        hair = resolve_config(PropertyCnnConfig, "property_cnn", profile=profile, stage=MODEL_STAGES["hairstyle"])
+        assert (seven.lr_schedule, hair.lr_schedule) == ("cosine", "exponential")
+        assert (hair.scores_csv, hair.images_dir, hair.fallback_scores_csv, hair.fallback_images_dir) == (
+            artifacts.V8_FACES.scores_csv("hairstyle"), artifacts.V8_FACES.filtered,
+            artifacts.FACES.scores_csv("hairstyle"), artifacts.FACES.filtered)
+        assert (seven.scores_csv, seven.fallback_scores_csv) == (artifacts.FACES.scores_csv("v2"), "")
+        assert (hair.train_batch_size, hair.eval_batch_size, hair.seed) == (
+            seven.train_batch_size, seven.eval_batch_size, seven.seed)
+    images_dir, scores_csv, hair_csv = write_dataset(tmp_path, num_images=4)
+    hair = stage_config(tmp_path, images_dir, scores_csv, hair_csv, stage="hairstyle")
+    assert hair.source() == (hair_csv, images_dir)  # no v8 scores
+    hair.scores_csv = str(scores_csv)
+    assert hair.source() == (scores_csv, tmp_path / "absent")  # the v8 scores exist
+    seven = stage_config(tmp_path, images_dir, tmp_path / "none.csv", hair_csv)
+    assert seven.source() == (tmp_path / "none.csv", images_dir)
+    result = subprocess.run([sys.executable, str(repo_root / "run_property_score_cnn.py"), "--model", "hairstyle",
+                             "--dry-run", "--patience", "3"], capture_output=True, text=True, cwd=repo_root,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "width x0.5, <= 8 epochs, patience 3" in result.stdout and "'stage': 'hairstyle'" in result.stdout
 
 
 def test_run_script_prints_one_line_error(tmp_path, repo_root):
