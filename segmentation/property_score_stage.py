@@ -51,7 +51,7 @@ class PropertyScoresConfig:
         "help": "folder of the default output file"})
     output: str | None = field(default=None, metadata={
         "help": "output CSV (default: OUTPUT_DIR/" + ", ".join(f"{n} for {a}" for a, n in OUTPUT_NAMES.items()) + ")"})
-    geometry: str = field(default="segmentation", metadata={"choices": GEOMETRY_SOURCES,
+    geometry: str = field(default="landmarks", metadata={"choices": GEOMETRY_SOURCES,
         "help": "where v2's eyes, mouth and pose scores come from: segmentation (the class maps, as the "
                 "original) or landmarks (68 landmarks on the generator's image: eye opening, mouth opening, "
                 "and pose_measure; see segmentation/face_geometry.py)"})
@@ -60,7 +60,7 @@ class PropertyScoresConfig:
                 "(eye-line tilt)"})
     images_dir: str = field(default=FACES.filtered, metadata={
         "help": "with geometry = landmarks, the generator's images {img_no:06d}.png the landmarks are found on"})
-    landmark_workers: int = field(default=1, metadata={
+    landmark_workers: int = field(default=2, metadata={
         "help": "with geometry = landmarks, processes that measure the landmarks (~20 ms a face each)"})
     raw: bool = field(default=False, metadata={
         "help": "write the raw scores instead of z-scores (normalised: per column (x - mean) / sample std, "

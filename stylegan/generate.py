@@ -46,11 +46,11 @@ class GeneratorConfig:
     profile: str = "embedded"
     checkpoint: str = field(default="stylegan/models/embedded_stylegan_64.pth",
                             metadata={"help": "GenForce-layout StyleGAN checkpoint"})
-    checkpoint_entry: str = field(default="generator", metadata={"help": "generator or generator_smooth"})
+    checkpoint_entry: str = field(default="generator_smooth", metadata={"help": "generator or generator_smooth"})
     resolution: int = 64
-    fmaps_base: int = 16384
-    fmaps_max: int = 512
-    num_images: int = field(default=1000, metadata={"help": "how many images to generate"})
+    fmaps_base: int = 4096
+    fmaps_max: int = 128
+    num_images: int = field(default=15000, metadata={"help": "how many images to generate"})
     batch_size: int = 32
     seed: int = field(default=0, metadata={"help": "run seed: image i depends on (seed, i) only"})
     output_dir: str = FACES.images

@@ -37,7 +37,7 @@ class FineTuneConfig:
     init_entry: str = field(default="generator_smooth", metadata={"help": "generator or generator_smooth"})
     init_discriminator: str = field(default="", metadata={
         "help": "file holding D ('' = the discriminator entry of init_checkpoint); v8: v1's D file"})
-    dense0_init: str = field(default="fresh", metadata={
+    dense0_init: str = field(default="pretrained", metadata={
         "help": "v1: fresh (the original: dense0 re-initialised) or pretrained (z columns kept, label columns 0)"})
     images_dir: str = artifacts.FACES.filtered
     labels: str = field(default="v2", metadata={"choices": LABEL_SOURCES, "help": (
@@ -49,16 +49,16 @@ class FineTuneConfig:
     fake_labels: str = field(default="real", metadata={"help": "labels of the fakes: real (the real batch's) or normal"})
     trainable_generator: list[str] = field(default_factory=lambda: ["mapping"])
     trainable_discriminator: list[str] = field(default_factory=lambda: ["layer8", "layer9", "layer10"])
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    mapping_lr_scale: float = field(default=1.0, metadata={
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    mapping_lr_scale: float = field(default=10.0, metadata={
         "help": "lr multiplier for the mapping's dense layers (their equalised lr_mul 0.01 makes them slow)"})
-    mapping_bias_lr_scale: float = field(default=1.0, metadata={
+    mapping_bias_lr_scale: float = field(default=10.0, metadata={
         "help": "extra lr multiplier (on top of mapping_lr_scale) for the mapping's biases: how fast the mean of w moves"})
-    weight_decay: float = 0.01
+    weight_decay: float = 0.0
     r1_gamma: float = 10.0
-    r1_interval: int = field(default=1, metadata={"help": "R1 every N D steps, weighted by N (1 = the original)"})
-    w_spread_weight: float = field(default=0.0, metadata={
+    r1_interval: int = field(default=8, metadata={"help": "R1 every N D steps, weighted by N (1 = the original)"})
+    w_spread_weight: float = field(default=10.0, metadata={
         "help": "weight of the w-spread term in the G loss (0: off): spread of w on fixed latents vs the start's"})
     w_spread_kind: str = field(default="centred", metadata={
         "help": "sd (per-dim SD), pairwise (pairwise distances) or centred (offsets from the mean; only a shift free)"})
@@ -70,18 +70,18 @@ class FineTuneConfig:
     style_mixing_prob: float = 0.0
     w_moving_decay: float = 0.995
     randomize_noise: bool = True
-    ema_half_life_images: float = 10000.0
+    ema_half_life_images: float = 1000.0
     cosine_t_max: int = field(default=0, metadata={"help": "0: constant lr; > 0: cosine schedule stepped per epoch"})
-    max_steps: int = field(default=300, metadata={"help": "total D steps of the run (resumes count)"})
-    max_minutes: float = field(default=0.0, metadata={
+    max_steps: int = field(default=400, metadata={"help": "total D steps of the run (resumes count)"})
+    max_minutes: float = field(default=8.0, metadata={
         "help": "stop (and export) after this much time, previews and monitor included (0: no limit)"})
     seed: int = 0
     num_threads: int = field(default=2, metadata={"help": "torch CPU threads (0: torch's default)"})
     channels_last: bool = True
     log_every: int = 10
-    checkpoint_every: int = 50
+    checkpoint_every: int = 20
     preview_num_z: int = 8
-    monitor_every: int = field(default=50, metadata={"help": "score fixed samples every N steps (0: off)"})
+    monitor_every: int = field(default=20, metadata={"help": "score fixed samples every N steps (0: off)"})
     monitor_samples: int = 100
     monitor_variety: bool = field(default=True, metadata={
         "help": "monitor the variety figures (geometric SDs by the landmark model, sharpness, pixel diversity)"})

@@ -51,7 +51,11 @@ def tiny_config(root, run="run", **overrides):
                   batch_size=4, minibatch_std_group_size=4, max_steps=4, log_every=1, checkpoint_every=2,
                   preview_num_z=2, monitor_every=2, monitor_samples=4, num_threads=1, learning_rate=1e-3,
                   run_dir=str(root / run), export_generator=str(root / run / "gen_v1.pth"),
-                  export_discriminator=str(root / run / "dis_v1.pth"), seed=3)
+                  export_discriminator=str(root / run / "dis_v1.pth"), seed=3,
+                  # the original recipe these tests were written against (the config's defaults are the embedded
+                  # profile's since)
+                  dense0_init="fresh", mapping_lr_scale=1.0, mapping_bias_lr_scale=1.0, weight_decay=0.01,
+                  r1_interval=1, w_spread_weight=0.0, ema_half_life_images=10000.0, max_minutes=0.0)
     values.update(overrides)
     config = FineTuneConfig(**values)
     config.validate()

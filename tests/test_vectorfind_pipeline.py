@@ -158,7 +158,11 @@ def test_two_process_torchrun_equals_one_process(tmp_path, one_torch_thread):
 def make_context(tmp_path, **overrides):
     settings = dict(output_dir=str(tmp_path / "v8"), medians_dir=str(tmp_path / "medians"), num_samples=3200,
                     shard_size=1600, batch_size=400, eval_cases=4, eval_batch_size=100, png_check_cases=2,
-                    compare_cases=2, strip_weights=5, landmark_cases=0)
+                    compare_cases=2, strip_weights=5, landmark_cases=0,
+                    # the original's recipe these tests were written against (the config's defaults are the
+                    # embedded profile's since)
+                    num_threads=0, label_source="cnn", landmark_workers=1, direction_method="svm",
+                    direction_kind="plain", eyes_edit_scale=1.0)
     config = replace(VectorFindConfig(), **(settings | overrides))
     config.validate()
     return Context(config, PlantedGenerator(), module_scorer(BlockMeanCNN(), 256), "planted test generator",

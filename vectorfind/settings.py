@@ -28,7 +28,7 @@ class VectorFindConfig:
     medians_dir: str = field(default=artifacts.VECTORFIND_MEDIANS, metadata={
         "help": "property_scores_{sampled,mean_and_median}.csv (the grouping medians)"})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    num_threads: int = field(default=2, metadata={"help": "torch CPU threads (0 = torch's default)"})
     seed: int = field(default=0, metadata={"help": "sample i's latent depends on (seed, i) only"})
     num_samples: int = 40000
     shard_size: int = field(default=2000, metadata={"help": "samples per shard file (the unit of resume)"})
@@ -37,7 +37,7 @@ class VectorFindConfig:
         "help": "sample: medians of the sampled scores; separate: a separate run of median_samples latents"})
     median_samples: int = 20000
     median_seed: int = 1
-    label_source: str = field(default="cnn", metadata={"choices": LABEL_SOURCES,
+    label_source: str = field(default="landmarks", metadata={"choices": LABEL_SOURCES,
         "help": "what the eyes/mouth/pose SVMs learn from: cnn (the merged property CNN's scores of every sample) "
                 "or landmarks (eye opening, mouth opening and pose_measure from 68 landmarks on the first "
                 "landmark_samples samples, one direction per property for all groups)"})
@@ -45,7 +45,7 @@ class VectorFindConfig:
         "help": "samples measured by landmarks (rounded up to whole shards): for label_source = landmarks"})
     pose_measure: str = field(default="yaw", metadata={"choices": POSE_MEASURES,
         "help": "the landmark measure of pose: yaw or roll (labels and the landmark grading)"})
-    landmark_workers: int = field(default=1, metadata={
+    landmark_workers: int = field(default=2, metadata={
         "help": "processes that measure landmarks (one face ~20 ms of one core)"})
     landmark_cases: int = field(default=30, metadata={
         "help": "evaluated cases whose saved images are re-measured by landmarks (0 = none)"})
@@ -56,28 +56,28 @@ class VectorFindConfig:
     svm_jobs: int = field(default=1, metadata={"help": "SVMs fitted in parallel (joblib processes)"})
     orientation: str = field(default="more", metadata={"choices": ORIENTATIONS,
         "help": "more: adding a vector increases the property; original: towards smaller (the original's sign)"})
-    direction_method: str = field(default="svm", metadata={"choices": DIRECTION_METHODS,
+    direction_method: str = field(default="ridge", metadata={"choices": DIRECTION_METHODS,
         "help": "how each target direction is fitted: svm (the original: LinearSVC normal between the top and bottom "
                 "top_ratio) or ridge (ridge-regression gradient of the score on w over every labelled sample)"})
-    direction_kind: str = field(default="plain", metadata={"choices": DIRECTION_KINDS,
+    direction_kind: str = field(default="conditional", metadata={"choices": DIRECTION_KINDS,
         "help": "which set goes to property_score_vectors/: plain SVM normals or conditional (projected)"})
     edit_layers: str = field(default="", metadata={"help": "empty = all layers, or a range such as 0-7"})
     edit_unit: str = field(default="w", metadata={"choices": EDIT_UNITS,
         "help": "w: grid weights are w-space lengths (the original); sd: multiples of the sample's SD along each vector"})
     edit_scale: float = field(default=1.0, metadata={"help": "multiplies every grid weight"})
-    eyes_edit_scale: float = field(default=1.0, metadata={"help": "multiplies the eyes grid weights (x edit_scale)"})
+    eyes_edit_scale: float = field(default=2.0, metadata={"help": "multiplies the eyes grid weights (x edit_scale)"})
     mouth_edit_scale: float = field(default=1.0, metadata={"help": "multiplies the mouth grid weights (x edit_scale)"})
     pose_edit_scale: float = field(default=1.0, metadata={"help": "multiplies the pose grid weights (x edit_scale)"})
     eval_cases: int = 100
     eval_seed: int = 8
-    eval_batch_size: int = field(default=100, metadata={"help": "edited images per generator batch"})
+    eval_batch_size: int = field(default=400, metadata={"help": "edited images per generator batch"})
     eyes_threshold: float = 0.92
     mouth_threshold: float = 0.88
     pose_threshold: float = 0.88
     stop_after_passes: int = field(default=0, metadata={"help": "stop once this many cases passed (0 = never)"})
     save_images: bool = field(default=True, metadata={"help": "save every edited image as PNG"})
     png_check_cases: int = field(default=5, metadata={"help": "cases whose saved PNGs are re-scored"})
-    compare_cases: int = field(default=20, metadata={
+    compare_cases: int = field(default=10, metadata={
         "help": "cases per variant (plain/conditional x all layers/edit range) in the leakage comparison"})
     compare_layers: str = field(default="0-5", metadata={"help": "layer range compared with all layers"})
     strip_weights: int = field(default=9, metadata={"help": "images per property strip (weights -2..+2)"})
