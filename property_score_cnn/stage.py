@@ -24,6 +24,7 @@ import torch
 from common import artifacts
 from common.checkpoints import save_weights
 from common.config import dump_config
+from common.devices import torch_threads
 from common.errors import PipelineError, log_line
 from common.paths import repo_relative
 from common.training_loop import seeded_split
@@ -55,19 +56,11 @@ class ModelOutcome:
     num_images: int
 
 
-def _threads(config: PropertyCnnConfig):
-    previous = torch.get_num_threads()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
-    return previous
-
-
 def run_regression_model(config: PropertyCnnConfig, kind: str, retrain: bool = False, force: bool = False,
                          log=log_line) -> ModelOutcome:
     """Train (or reuse) the 7-output or the hairstyle CNN and write its outputs."""
     start = time.perf_counter()
-    previous_threads = _threads(config)
-    try:
+    with torch_threads(config.num_threads):
         if kind == "seven":
             names, criterion_names, log_name, algorithm = SEVEN_NAMES, SEVEN_CRITERION_NAMES, SEVEN_LOG, "v2"
         else:
@@ -92,8 +85,6 @@ def run_regression_model(config: PropertyCnnConfig, kind: str, retrain: bool = F
             outputs["log"] = repo_relative(config.path("log_dir") / log_name)
         if kind == "seven":
             outputs.update(write_predictions(config, dataset, predicted, val_idx))
-    finally:
-        torch.set_num_threads(previous_threads)
     return ModelOutcome(kind, config.model_path(kind), trained, val_r, best_epoch, total_epochs,
                         time.perf_counter() - start, outputs, len(dataset.paths))
 
