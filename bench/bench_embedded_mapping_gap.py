@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
+from common import artifacts
 from common.config import REPO_ROOT, resolve_config
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import load_generator
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=777)
-    parser.add_argument("--checkpoint", default=str(REPO_ROOT / "stylegan/models/embedded_stylegan_64.pth"))
+    parser.add_argument("--checkpoint", default=str(REPO_ROOT / artifacts.EMBEDDED_GENERATOR))
     parser.add_argument("--entry", default="generator_smooth")
     parser.add_argument("--grid", default=None, help="write teacher / mapping(z) / optimised-w rows here")
     args = parser.parse_args()

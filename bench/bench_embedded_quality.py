@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from cnn.annotate import FaceAnnotator
+from common import artifacts
 from common.config import REPO_ROOT, resolve_config
 from common.images import save_grid, to_uint8
 from stylegan.checkpoint import load_generator
@@ -65,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=99)
-    parser.add_argument("--checkpoint", default=str(REPO_ROOT / "stylegan/models/embedded_stylegan_64.pth"))
+    parser.add_argument("--checkpoint", default=str(REPO_ROOT / artifacts.EMBEDDED_GENERATOR))
     parser.add_argument("--entry", default="generator_smooth")
     parser.add_argument("--grid", default=None, help="also write an 8x8 student sample grid here")
     args = parser.parse_args()

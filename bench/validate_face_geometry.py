@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import artifacts
 from common.fileio import atomic_write_csv  # noqa: E402
 from segmentation.face_geometry import FaceGeometry  # noqa: E402
 from segmentation.geometry_validation import validation_table  # noqa: E402
@@ -34,7 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faces", type=int, default=40)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--generator", default="stylegan/models/embedded_stylegan_64.pth")
+    parser.add_argument("--generator", default=artifacts.EMBEDDED_GENERATOR)
     parser.add_argument("--out", default="docs/face_geometry_validation")
     args = parser.parse_args()
     torch.set_num_threads(1)

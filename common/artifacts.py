@@ -15,6 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# Model files stages read but never write: shipped with the repository (the embedded base generator, which
+# `python -m stylegan.train_embedded_base --export` rebuilds) or downloaded by the user (celeba256).
+EMBEDDED_GENERATOR = "stylegan/models/embedded_stylegan_64.pth"
+CELEBA_GENERATOR = "stylegan/stylegan_model.pth"
+FACEXFORMER_CHECKPOINT = "segmentation/models/segmentation_model.pt"
+SUPPLIED_MODELS = frozenset({EMBEDDED_GENERATOR, CELEBA_GENERATOR, FACEXFORMER_CHECKPOINT})
+
+
 def grid_png(folder: str) -> str:
     """The preview grid a stage writes beside an image folder: `<folder>_grid.png`."""
     return f"{folder}_grid.png"

@@ -17,16 +17,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from common import artifacts
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_ROOT_ENV = "OHLORA_OUTPUT_ROOT"
 QUICK_ROOT = "quick_runs"
 
 # Read by stages, written by no stage: shipped with the repository or downloaded by the user.
-SUPPLIED_MODELS = frozenset({
-    "stylegan/models/embedded_stylegan_64.pth",
-    "stylegan/stylegan_model.pth",
-    "segmentation/models/segmentation_model.pt",
-})
+SUPPLIED_MODELS = artifacts.SUPPLIED_MODELS
 
 
 def output_root() -> Path:

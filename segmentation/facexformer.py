@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import swin_b
 
+from common import artifacts
 from common.errors import PipelineError
 
 INPUT_SIZE = 224
@@ -48,7 +49,7 @@ OUTPUT_TASKS = (TASK_LANDMARKS, TASK_HEADPOSE, TASK_ATTRIBUTES, TASK_VISIBILITY,
 SEG_OUTPUT = OUTPUT_NAMES.index("seg")
 
 CHECKPOINT_ENTRY = "state_dict_backbone"
-DEFAULT_CHECKPOINT = Path("segmentation/models/segmentation_model.pt")
+DEFAULT_CHECKPOINT = Path(artifacts.FACEXFORMER_CHECKPOINT)
 CHECKPOINT_SOURCE = ("the FaceXFormer release checkpoint ckpts/model.pt from the Hugging Face model page "
                      "kartiknarayan/facexformer (https://huggingface.co/kartiknarayan/facexformer)")
 

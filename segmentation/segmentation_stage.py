@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from common.artifacts import FACES, grid_png
+from common.artifacts import FACES, FACEXFORMER_CHECKPOINT, grid_png
 from common.config import check_choices, dump_config
 from common.devices import check_device_name, choose_device, set_torch_threads
 from common.paths import repo_relative, resolve_repo_path
@@ -63,7 +63,7 @@ class SegmentationConfig:
         "help": "folder for parsing_/face_/parsing_visualization_{no:06d}.png and skipped_images.csv"})
     parser: str = field(default="mesh", metadata={"choices": PARSERS,
         "help": "face parser: mesh (face-mesh landmarks, no download) or facexformer (needs CHECKPOINT)"})
-    checkpoint: str = field(default="segmentation/models/segmentation_model.pt", metadata={
+    checkpoint: str = field(default=FACEXFORMER_CHECKPOINT, metadata={
         "help": "FaceXFormer checkpoint (parser = facexformer only)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N] (MTCNN and FaceXFormer)"})
     batch_size: int = field(default=16, metadata={"help": "images per detection / parsing batch"})

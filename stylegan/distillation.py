@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import artifacts
 from common.checkpoints import read_weights, save_weights
 from common.fileio import atomic_write_text
 from common.images import save_grid, to_uint8
@@ -76,7 +77,7 @@ class DistillationConfig:
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 250
-    export_path: str = "stylegan/models/embedded_stylegan_64.pth"
+    export_path: str = artifacts.EMBEDDED_GENERATOR
     # Start a new run (no training state in run_dir) from exported weights, e.g. the shipped model, at this step.
     init_from: str = ""
     initial_step: int = 0

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.artifacts import FACES, GENERATION_CONFIG_FILE, grid_png
+from common.artifacts import CELEBA_GENERATOR, EMBEDDED_GENERATOR, FACES, GENERATION_CONFIG_FILE, grid_png
 from common.config import dump_config, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import IMAGE_NAME, atomic_path, save_image
@@ -36,15 +36,14 @@ from stylegan.stylegan_generator import StyleGANGenerator
 LATENT_FILE = "latents.npz"
 CONFIG_FILE = GENERATION_CONFIG_FILE
 CELEBA_CHECKPOINT_HINT = ("download 'StyleGAN (ours) celeba-partial-256x256' from the GenForce MODEL_ZOO "
-                          "(github.com/genforce/genforce/blob/master/MODEL_ZOO.md) and save it as "
-                          "stylegan/stylegan_model.pth")
+                          f"(github.com/genforce/genforce/blob/master/MODEL_ZOO.md) and save it as {CELEBA_GENERATOR}")
 EMBEDDED_CHECKPOINT_HINT = "train it with `python -m stylegan.train_embedded_base --export` (see README)"
 
 
 @dataclass
 class GeneratorConfig:
     profile: str = "embedded"
-    checkpoint: str = field(default="stylegan/models/embedded_stylegan_64.pth",
+    checkpoint: str = field(default=EMBEDDED_GENERATOR,
                             metadata={"help": "GenForce-layout StyleGAN checkpoint"})
     checkpoint_entry: str = field(default="generator_smooth", metadata={"help": "generator or generator_smooth"})
     resolution: int = 64

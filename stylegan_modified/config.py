@@ -32,7 +32,7 @@ class FineTuneConfig:
     fmaps_base: int = 4096
     fmaps_max: int = 128
     minibatch_std_group_size: int = 16
-    init_checkpoint: str = field(default="stylegan/models/embedded_stylegan_64.pth", metadata={
+    init_checkpoint: str = field(default=artifacts.EMBEDDED_GENERATOR, metadata={
         "help": "v1: the unconditioned base (GenForce layout); v8: v1's generator file"})
     init_entry: str = field(default="generator_smooth", metadata={"help": "generator or generator_smooth"})
     init_discriminator: str = field(default="", metadata={

@@ -2,7 +2,8 @@
 
 The check reads every string literal of the project's code (not docstrings, which describe the files to users; not the
 tests, which pin the original's layout) and every value of the profiles, and fails on any that spells an output path
-or one of the file names artifacts.py declares.
+or one of the file names artifacts.py declares. The model files a user supplies (artifacts.SUPPLIED_MODELS) are named
+once in code too; a profile may name them, since choosing the checkpoint is what a profile is for.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ CODE_DIRS = ("common", "stylegan", "stylegan_modified", "cnn", "segmentation", "
              "face_app", "bench")
 
 
-def _declared() -> tuple[set[str], set[str]]:
-    """(paths with a folder, bare file / folder names) that artifacts.py declares."""
+def _declared(supplied: bool = True) -> tuple[set[str], set[str]]:
+    """(paths with a folder, bare file / folder names) that artifacts.py declares (without the supplied model files
+    when `supplied` is False)."""
     values: list[str] = []
     for name in dir(artifacts):
         value = getattr(artifacts, name)
@@ -31,7 +33,7 @@ def _declared() -> tuple[set[str], set[str]]:
         elif isinstance(value, dict) and name in ("FINE_TUNE", "SCORE_FILES"):
             for item in value.values():
                 values += [item] if isinstance(item, str) else [item.run_dir, item.generator, item.discriminator]
-    paths = {v for v in values if "/" in v}
+    paths = {v for v in values if "/" in v and (supplied or v not in artifacts.SUPPLIED_MODELS)}
     names = {v for v in values if "/" not in v and "." in v and len(v) > 8}  # file names such as all_scores_v2.csv
     names |= {v for v in values if v in (artifacts.VECTORS_DIR, artifacts.EVALUATION_DIR,
                                           artifacts.SELECTED_EVALUATION_DIR)}
@@ -91,7 +93,7 @@ def _toml_strings(data, where: str):
 
 
 def test_no_profile_spells_an_output_path():
-    paths, names = _declared()
+    paths, names = _declared(supplied=False)
     offenders = []
     for toml in sorted((REPO_ROOT / "configs").rglob("*.toml")):
         data = tomllib.loads(toml.read_text())
@@ -105,7 +107,9 @@ def test_the_check_finds_a_spelled_path(tmp_path):
     paths, names = _declared()
     assert _spells("stylegan/synthesize_results_filtered/000001.png", paths, names)
     assert _spells("all_scores_v2.csv", paths, names)
-    assert not _spells("stylegan/models/embedded_stylegan_64.pth", paths, names)  # shipped, not an output
+    assert _spells("stylegan/models/embedded_stylegan_64.pth", paths, names)  # shipped: named once in code
+    assert not _spells("stylegan/models/embedded_stylegan_64.pth", *_declared(supplied=False))  # a profile may
+    assert not _spells("docs/edit_strips.png", paths, names)
     tree = ast.parse('"""segmentation/segmentation_results"""\nX = "cnn/models"\n')
     docstrings = _docstring_nodes(tree)
     literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docstrings]
