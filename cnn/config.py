@@ -13,10 +13,14 @@ from cnn.models import SUPPORTED_RESOLUTIONS, build_property_cnn
 from cnn.properties import PropertyRule, parse_property_rules
 from cnn.training import TrainSettings
 from common import artifacts
+from common.config import check_choices
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
 from common.paths import resolve_repo_path
 from common.training_loop import TrainingSettings
+
+
+LINK_MODES = ("copy", "hardlink")
 
 
 @dataclass
@@ -51,7 +55,7 @@ class CnnConfig(TrainingSettings, width_multiplier=0.25, learning_rate=1e-3, max
     all_scores_csv: str = artifacts.FACES.cnn_scores_csv
     report_grid: str = artifacts.FACES.cnn_report_grid
     filtered_dir: str = artifacts.FACES.filtered
-    link_mode: str = field(default="copy", metadata={"help": "copy or hardlink the kept images"})
+    link_mode: str = field(default="copy", metadata={"choices": LINK_MODES, "help": "copy or hardlink the kept images"})
     num_folds: int = 5
     augment_flip: bool = field(default=True, metadata={"help": "mirror half of each training batch"})
     channels_last: bool = field(default=True, metadata={"help": "NHWC training (faster on CPU, not bit-equal)"})
@@ -73,8 +77,7 @@ class CnnConfig(TrainingSettings, width_multiplier=0.25, learning_rate=1e-3, max
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise PipelineError(f"[cnn] resolution must be one of {', '.join(map(str, SUPPORTED_RESOLUTIONS))}, "
                                 f"got {self.resolution}")
-        if self.link_mode not in ("copy", "hardlink"):
-            raise PipelineError(f"[cnn] link_mode must be copy or hardlink, got '{self.link_mode}'")
+        check_choices(self, "cnn")
         self.check_training("cnn")
         if self.num_labelled < 1:
             raise PipelineError(f"[cnn] num_labelled must be >= 1, got {self.num_labelled}")

@@ -142,7 +142,9 @@ def check_choices(config: Any, section: str) -> None:
         allowed = field.metadata.get("choices")
         value = getattr(config, field.name)
         if allowed is not None and value not in allowed:
-            raise PipelineError(f"[{section}] {field.name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+            names = list(map(str, allowed))
+            expected = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
+            raise PipelineError(f"[{section}] {field.name} must be {expected}, got {value!r}")
 
 
 def _parse_flag_value(text: str, allowed: tuple[type, ...]) -> Any:

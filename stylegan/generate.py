@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from common.artifacts import CELEBA_GENERATOR, EMBEDDED_GENERATOR, FACES, GENERATION_CONFIG_FILE, grid_png
-from common.config import dump_config, resolve_repo_path
+from common.config import check_choices, dump_config, resolve_repo_path
 from common.errors import PipelineError
 from common.fileio import IMAGE_NAME, atomic_path, save_image
 from common.images import save_grid, to_uint8
@@ -37,6 +37,9 @@ LATENT_FILE = "latents.npz"
 CONFIG_FILE = GENERATION_CONFIG_FILE
 CELEBA_CHECKPOINT_HINT = ("download 'StyleGAN (ours) celeba-partial-256x256' from the GenForce MODEL_ZOO "
                           f"(github.com/genforce/genforce/blob/master/MODEL_ZOO.md) and save it as {CELEBA_GENERATOR}")
+IMAGE_FORMATS = ("png", "jpg")
+GENERATOR_ENTRIES = ("generator", "generator_smooth")
+LABEL_MODES = ("zeros", "normal", "fixed")
 EMBEDDED_CHECKPOINT_HINT = "train it with `python -m stylegan.train_embedded_base --export` (see README)"
 
 
@@ -45,7 +48,7 @@ class GeneratorConfig:
     profile: str = "embedded"
     checkpoint: str = field(default=EMBEDDED_GENERATOR,
                             metadata={"help": "GenForce-layout StyleGAN checkpoint"})
-    checkpoint_entry: str = field(default="generator_smooth", metadata={"help": "generator or generator_smooth"})
+    checkpoint_entry: str = field(default="generator_smooth", metadata={"choices": GENERATOR_ENTRIES, "help": "generator or generator_smooth"})
     resolution: int = 64
     fmaps_base: int = 4096
     fmaps_max: int = 128
@@ -53,12 +56,12 @@ class GeneratorConfig:
     batch_size: int = 32
     seed: int = field(default=0, metadata={"help": "run seed: image i depends on (seed, i) only"})
     output_dir: str = FACES.images
-    image_format: str = field(default="png", metadata={"help": "png (lossless) or jpg (quality 95, as the original)"})
+    image_format: str = field(default="png", metadata={"choices": IMAGE_FORMATS, "help": "png (lossless) or jpg (quality 95, as the original)"})
     trunc_psi: float = 1.0
     trunc_layers: int = 0
     style_mixing_prob: float = field(default=0.0, metadata={
         "help": "probability that an image mixes in a second latent's styles (0.9 mimics the original)"})
-    label_mode: str = field(default="zeros", metadata={
+    label_mode: str = field(default="zeros", metadata={"choices": LABEL_MODES,
         "help": "labels for a label-conditioned checkpoint: zeros, normal (N(0,1) per image) or fixed"})
     label_value: list[float] = field(default_factory=list, metadata={
         "help": "the label for label_mode fixed, e.g. [0,0,2,0,0,0,0]"})
@@ -66,10 +69,7 @@ class GeneratorConfig:
 
     def validate(self) -> None:
         check_device_name(self.device, "[generator] device")
-        if self.image_format not in ("png", "jpg"):
-            raise PipelineError(f"image_format must be png or jpg, got '{self.image_format}'")
-        if self.checkpoint_entry not in ("generator", "generator_smooth"):
-            raise PipelineError(f"checkpoint_entry must be generator or generator_smooth, got '{self.checkpoint_entry}'")
+        check_choices(self, "generator")
         for name in ("num_images", "batch_size"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -77,8 +77,6 @@ class GeneratorConfig:
             raise PipelineError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
         if self.trunc_psi < 0 or self.trunc_layers < 0:
             raise PipelineError("trunc_psi and trunc_layers must be >= 0")
-        if self.label_mode not in LABEL_MODES:
-            raise PipelineError(f"label_mode must be one of {', '.join(LABEL_MODES)}, got '{self.label_mode}'")
         if self.label_mode == "fixed" and not self.label_value:
             raise PipelineError("label_mode fixed needs --label-value, e.g. [0,0,2,0,0,0,0]")
 
@@ -90,8 +88,6 @@ class GeneratorConfig:
             return "run `run_stylegan_fine_tuning.py --version v1` (stage 6) first, or pass --checkpoint"
         return CELEBA_CHECKPOINT_HINT if self.profile == "celeba256" else EMBEDDED_CHECKPOINT_HINT
 
-
-LABEL_MODES = ("zeros", "normal", "fixed")
 
 
 @dataclass

@@ -9,12 +9,16 @@ from common.config import check_choices
 from common.devices import DEVICE_HELP, check_device_name
 from common.errors import PipelineError
 from stylegan.gan_trainer import W_SPREAD_KINDS
+from stylegan.generate import GENERATOR_ENTRIES
 
 # The condition vector, in the original's order (FineTune-v1).
 PROPERTY_COLUMNS = ("eyes_score", "hair_color_score", "hair_length_score", "mouth_score", "pose_score",
                     "background_mean_score", "background_std_score")
 LABEL_SIZE = len(PROPERTY_COLUMNS)
 VERSIONS = ("v1", "v8")
+DENSE0_INITS = ("fresh", "pretrained")
+FAKE_LABELS = ("real", "normal")
+W_SPREAD_LABELS = ("zeros", "normal")
 
 
 LABEL_SOURCES = ("v2", "v1", "zeros")
@@ -23,7 +27,7 @@ LABEL_SOURCES = ("v2", "v1", "zeros")
 @dataclass
 class FineTuneConfig:
     profile: str = "embedded"
-    version: str = field(default="v1", metadata={"help": "v1 (label-conditioned from the base) or v8"})
+    version: str = field(default="v1", metadata={"choices": VERSIONS, "help": "v1 (label-conditioned from the base) or v8"})
     resolution: int = 64
     z_space_dim: int = 512
     w_space_dim: int = 512
@@ -34,10 +38,10 @@ class FineTuneConfig:
     minibatch_std_group_size: int = 16
     init_checkpoint: str = field(default=artifacts.EMBEDDED_GENERATOR, metadata={
         "help": "v1: the unconditioned base (GenForce layout); v8: v1's generator file"})
-    init_entry: str = field(default="generator_smooth", metadata={"help": "generator or generator_smooth"})
+    init_entry: str = field(default="generator_smooth", metadata={"choices": GENERATOR_ENTRIES, "help": "generator or generator_smooth"})
     init_discriminator: str = field(default="", metadata={
         "help": "file holding D ('' = the discriminator entry of init_checkpoint); v8: v1's D file"})
-    dense0_init: str = field(default="pretrained", metadata={
+    dense0_init: str = field(default="pretrained", metadata={"choices": DENSE0_INITS,
         "help": "v1: fresh (the original: dense0 re-initialised) or pretrained (z columns kept, label columns 0)"})
     images_dir: str = artifacts.FACES.filtered
     labels: str = field(default="v2", metadata={"choices": LABEL_SOURCES, "help": (
@@ -46,7 +50,7 @@ class FineTuneConfig:
     labels_csv: str = field(default="", metadata={
         "help": "a score CSV of your own (img_no + the 7 score columns) instead of the stage-4 table `labels` names "
                 "(not with labels = zeros)"})
-    fake_labels: str = field(default="real", metadata={"help": "labels of the fakes: real (the real batch's) or normal"})
+    fake_labels: str = field(default="real", metadata={"choices": FAKE_LABELS, "help": "labels of the fakes: real (the real batch's) or normal"})
     trainable_generator: list[str] = field(default_factory=lambda: ["mapping"])
     trainable_discriminator: list[str] = field(default_factory=lambda: ["layer8", "layer9", "layer10"])
     batch_size: int = 8
@@ -60,10 +64,10 @@ class FineTuneConfig:
     r1_interval: int = field(default=8, metadata={"help": "R1 every N D steps, weighted by N (1 = the original)"})
     w_spread_weight: float = field(default=10.0, metadata={
         "help": "weight of the w-spread term in the G loss (0: off): spread of w on fixed latents vs the start's"})
-    w_spread_kind: str = field(default="centred", metadata={
+    w_spread_kind: str = field(default="centred", metadata={"choices": W_SPREAD_KINDS,
         "help": "sd (per-dim SD), pairwise (pairwise distances) or centred (offsets from the mean; only a shift free)"})
     w_spread_samples: int = field(default=128, metadata={"help": "fixed latents of the w-spread term"})
-    w_spread_labels: str = field(default="zeros", metadata={
+    w_spread_labels: str = field(default="zeros", metadata={"choices": W_SPREAD_LABELS,
         "help": "labels of the w-spread latents: zeros (the label response stays free) or normal (N(0, 1))"})
     max_g_steps: int = 4
     g_loss_ratio: float = 2.0
@@ -97,19 +101,6 @@ class FineTuneConfig:
 
     def validate(self) -> None:
         check_device_name(self.device, "[fine_tuning] device")
-        if self.version not in VERSIONS:
-            raise PipelineError(f"[fine_tuning] version must be one of {', '.join(VERSIONS)}, got '{self.version}'")
-        if self.init_entry not in ("generator", "generator_smooth"):
-            raise PipelineError(f"[fine_tuning] init_entry must be generator or generator_smooth, got '{self.init_entry}'")
-        if self.dense0_init not in ("fresh", "pretrained"):
-            raise PipelineError(f"[fine_tuning] dense0_init must be fresh or pretrained, got '{self.dense0_init}'")
-        if self.fake_labels not in ("real", "normal"):
-            raise PipelineError(f"[fine_tuning] fake_labels must be real or normal, got '{self.fake_labels}'")
-        if self.w_spread_kind not in W_SPREAD_KINDS:
-            raise PipelineError(f"[fine_tuning] w_spread_kind must be one of {', '.join(W_SPREAD_KINDS)}, "
-                                f"got '{self.w_spread_kind}'")
-        if self.w_spread_labels not in ("zeros", "normal"):
-            raise PipelineError(f"[fine_tuning] w_spread_labels must be zeros or normal, got '{self.w_spread_labels}'")
         if self.w_spread_weight < 0 or self.w_spread_samples < 2:
             raise PipelineError(f"[fine_tuning] w_spread_weight must be >= 0 and w_spread_samples >= 2, got "
                                 f"{self.w_spread_weight} and {self.w_spread_samples}")
