@@ -1,7 +1,7 @@
-"""Every file and folder the pipeline writes, named once.
+"""Every file and folder the pipeline writes, and the model files users supply, named once.
 
 The stages' config path fields default to these names, the named runs of a profile (`--stage v8_dataset`,
-`--version v8`) take theirs from STAGE_PATHS, and the pipeline, the report, the app and `make clean-outputs`
+`--version v8`, `--model hairstyle`) take theirs from STAGE_PATHS, and the pipeline, the report, the app and `make clean-outputs`
 (OUTPUTS) read them from here; no other module or profile spells an output path (tests/test_artifacts.py checks).
 Paths are relative to the output root (the repository by default, see common/paths.py) and keep the original
 project's names.
