@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +11,7 @@ import torch
 
 from common.errors import PipelineError
 from common.fileio import load_images as load_rgb_images
-from common.fileio import read_csv_checked
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from common.fileio import list_numbered_images, read_csv_checked
 
 
 def read_scores_csv(path: Path, names: tuple[str, ...], producer: str) -> pd.DataFrame:
@@ -48,17 +45,10 @@ def read_scores_csv(path: Path, names: tuple[str, ...], producer: str) -> pd.Dat
 
 def find_images(img_nos: np.ndarray, images_dir: Path, scores_csv: Path) -> list[Path]:
     """The generator's image for each img_no (the scores CSV's img_path names the 224 crops instead)."""
-    if not images_dir.is_dir():
-        raise PipelineError(f"{images_dir}: image folder not found; it must hold the images {scores_csv} lists "
-                            f"(run stages 1-2, or pass --images-dir)")
-    present = {entry.name for entry in os.scandir(images_dir)}
-    paths, missing = [], []
-    for img_no in img_nos:
-        name = next((f"{img_no:06d}{s}" for s in IMAGE_SUFFIXES if f"{img_no:06d}{s}" in present), None)
-        if name is None:
-            missing.append(f"{img_no:06d}.png")
-        else:
-            paths.append(images_dir / name)
+    available = list_numbered_images(images_dir, "image", f"it must hold the images {scores_csv} lists (run stages "
+                                                          f"1-2, or pass --images-dir)")
+    paths = [available[int(n)] for n in img_nos if int(n) in available]
+    missing = [f"{int(n):06d}.png" for n in img_nos if int(n) not in available]
     if missing:
         raise PipelineError(f"{images_dir}: {len(missing)} image(s) listed in {scores_csv} are missing "
                             f"(first: {missing[0]}); pass the --images-dir they were generated in, "
