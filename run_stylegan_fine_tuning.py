@@ -13,6 +13,7 @@ training state, train_log.csv, preview grids and train_curves.png; re-running re
 """
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -31,7 +32,11 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="discard the run folder's state and start again")
     parser.add_argument("--evaluate", type=int, default=0, metavar="N",
                         help="after training, score N samples of the previous and the new generator")
-    add_config_arguments(parser, FineTuneConfig, "fine_tuning")
+    # --help shows the values of the run --version picks
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--version")
+    stage = STAGES.get(pre.parse_known_args()[0].version)
+    add_config_arguments(parser, FineTuneConfig, "fine_tuning", sys.argv[1:] + (["--stage", stage] if stage else []))
     args = parser.parse_args()
     version = args.version or "v1"
     if version not in STAGES:
