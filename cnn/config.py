@@ -29,7 +29,8 @@ class CnnConfig(TrainingSettings, width_multiplier=0.25, learning_rate=1e-3, max
     TrainingSettings."""
 
     profile: str = "embedded"
-    resolution: int = field(default=64, metadata={"help": "image size of the stage-1 images (64, 128 or 256)"})
+    resolution: int = field(default=64, metadata={"choices": SUPPORTED_RESOLUTIONS,
+                                                "help": "image size of the stage-1 images"})
     images_dir: str = artifacts.FACES.images
     labels_csv: str = field(default=artifacts.FACES.labels_csv,
                             metadata={"help": "labels: the id column and one 0/1 column per property"})
@@ -74,9 +75,6 @@ class CnnConfig(TrainingSettings, width_multiplier=0.25, learning_rate=1e-3, max
 
     def validate(self) -> None:
         check_device_name(self.device, "[cnn] device")
-        if self.resolution not in SUPPORTED_RESOLUTIONS:
-            raise PipelineError(f"[cnn] resolution must be one of {', '.join(map(str, SUPPORTED_RESOLUTIONS))}, "
-                                f"got {self.resolution}")
         check_choices(self, "cnn")
         self.check_training("cnn")
         if self.num_labelled < 1:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import artifacts
+from common.config import check_choices
 from common.devices import DEVICE_HELP, check_device_name, choose_device
 from common.errors import PipelineError
 from common.paths import resolve_repo_path
@@ -26,7 +27,8 @@ class PropertyCnnConfig(TrainingSettings, width_multiplier=0.5, learning_rate=5e
     hairstyle CNN's; the training fields are common/training_loop.py's TrainingSettings."""
 
     profile: str = "embedded"
-    resolution: int = field(default=64, metadata={"help": "image size of the generator's images (64, 128, 256)"})
+    resolution: int = field(default=64, metadata={"choices": SUPPORTED_RESOLUTIONS,
+                                                "help": "image size of the generator's images"})
     scores_csv: str = field(default=artifacts.FACES.scores_csv("v2"), metadata={
         "help": "stage 4's scores the CNN learns (img_no + its *_score columns)"})
     images_dir: str = field(default=artifacts.FACES.filtered, metadata={
@@ -51,9 +53,7 @@ class PropertyCnnConfig(TrainingSettings, width_multiplier=0.5, learning_rate=5e
 
     def validate(self) -> None:
         check_device_name(self.device, "[property_cnn] device")
-        if self.resolution not in SUPPORTED_RESOLUTIONS:
-            raise PipelineError(f"[property_cnn] resolution must be one of "
-                                f"{', '.join(map(str, SUPPORTED_RESOLUTIONS))}, got {self.resolution}")
+        check_choices(self, "property_cnn")
         self.check_training("property_cnn")
         if not 0 < self.val_fraction < 1:
             raise PipelineError(f"[property_cnn] val_fraction must be in (0, 1), got {self.val_fraction}")
