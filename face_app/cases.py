@@ -24,9 +24,6 @@ from common.fileio import atomic_path, read_csv_checked
 from common.paths import repo_relative
 
 RESULT_COLUMNS = ("case", "vector_no", "passed", "group_name", "eyes_corr", "mouth_corr", "pose_corr", "sum_abs_corr")
-REPORT_DIR = artifacts.EVALUATION_DIR
-Z_VECTORS_FILE = artifacts.Z_VECTORS_FILE
-GROUP_NAMES_FILE = artifacts.GROUP_NAMES_FILE
 
 
 @dataclass
@@ -52,7 +49,7 @@ def _latent_frame(path: Path) -> pd.DataFrame:
 
 def read_evaluated_cases(vectorfind_dir: Path) -> pd.DataFrame:
     """test_result.csv of the evaluation joined with its latent rows (columns '0'..'D-1'); empty if not run."""
-    report = Path(vectorfind_dir) / REPORT_DIR
+    report = Path(vectorfind_dir) / artifacts.EVALUATION_DIR
     results_path, latents_path = report / artifacts.TEST_RESULT_FILE, report / artifacts.LATENT_CODES_FILE
     if not results_path.is_file():
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
@@ -88,9 +85,10 @@ def write_selection(cases: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     only once both are fully written (the latents first, so a new group file always has its latents)."""
     columns = latent_columns(cases)
     if not columns:
-        raise PipelineError(f"{Path(out_dir) / REPORT_DIR / artifacts.LATENT_CODES_FILE}: no latents for the cases; "
+        latents = Path(out_dir) / artifacts.EVALUATION_DIR / artifacts.LATENT_CODES_FILE
+        raise PipelineError(f"{latents}: no latents for the cases; "
                             f"re-run the evaluation, which writes them")
-    z_path, group_path = Path(out_dir) / Z_VECTORS_FILE, Path(out_dir) / GROUP_NAMES_FILE
+    z_path, group_path = Path(out_dir) / artifacts.Z_VECTORS_FILE, Path(out_dir) / artifacts.GROUP_NAMES_FILE
     test_rows = cases[[c for c in RESULT_COLUMNS if c in cases.columns]].reset_index(drop=True)
     with atomic_path(group_path) as group_tmp, atomic_path(z_path) as z_tmp:
         cases[columns].round(4).reset_index(drop=True).to_csv(z_tmp, index=False)
@@ -99,11 +97,11 @@ def write_selection(cases: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
 
 
 def read_selection(vectorfind_dir: Path) -> list[FaceChoice]:
-    z_path = Path(vectorfind_dir) / Z_VECTORS_FILE
+    z_path = Path(vectorfind_dir) / artifacts.Z_VECTORS_FILE
     if not z_path.is_file():
         return []
     latents = _latent_frame(z_path).to_numpy(np.float32)
-    group_path = Path(vectorfind_dir) / GROUP_NAMES_FILE
+    group_path = Path(vectorfind_dir) / artifacts.GROUP_NAMES_FILE
     rows = _read_csv(group_path) if group_path.is_file() else pd.DataFrame()
     if len(rows) and len(rows) != len(latents):
         raise PipelineError(f"{group_path}: {len(rows)} rows for {len(latents)} faces in {z_path}; "
@@ -129,7 +127,7 @@ def face_choices(vectorfind_dir: Path, latent_dim: int, seed: int, num_seeded: i
     cases, else seeded faces."""
     selected = read_selection(vectorfind_dir)
     if selected:
-        return selected, repo_relative(Path(vectorfind_dir) / Z_VECTORS_FILE)
+        return selected, repo_relative(Path(vectorfind_dir) / artifacts.Z_VECTORS_FILE)
     cases = read_evaluated_cases(vectorfind_dir)
     if len(cases) and latent_columns(cases):
         passed = cases[passed_mask(cases)]
@@ -137,7 +135,7 @@ def face_choices(vectorfind_dir: Path, latent_dim: int, seed: int, num_seeded: i
                             r[latent_columns(cases)].to_numpy(np.float32), r.get("group_name"), int(r["case"]))
                  for _, r in passed.iterrows()]
         if faces:
-            return faces, f"{repo_relative(Path(vectorfind_dir) / REPORT_DIR)} (passed cases)"
+            return faces, f"{repo_relative(Path(vectorfind_dir) / artifacts.EVALUATION_DIR)} (passed cases)"
     return [seeded_face(seed + i, latent_dim) for i in range(num_seeded)], f"seeds {seed}-{seed + num_seeded - 1}"
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from common.artifacts import FACES, GEOMETRY_FILE, SCORE_FILES  # GEOMETRY_FILE: img_no + the raw landmark measures
+from common.artifacts import FACES, GEOMETRY_FILE, SCORE_FILES
 from common.config import check_choices, dump_config
 from common.paths import repo_relative, resolve_repo_path
 from common.errors import PipelineError
@@ -30,7 +30,6 @@ from common.fileio import atomic_write_csv, load_image
 from segmentation.property_scores import ALGORITHMS, MAP_SIZE, NUM_CLASSES, SCORE_COLUMNS, compute_scores, \
     normalise_column
 
-OUTPUT_NAMES = SCORE_FILES
 GEOMETRY_SOURCES = ("segmentation", "landmarks")
 POSE_MEASURES = ("yaw", "roll")
 # The score columns that geometry = "landmarks" takes from the landmark measures (v2 only).
@@ -50,7 +49,7 @@ class PropertyScoresConfig:
     output_dir: str = field(default=FACES.property_scores, metadata={
         "help": "folder of the default output file"})
     output: str | None = field(default=None, metadata={
-        "help": "output CSV (default: OUTPUT_DIR/" + ", ".join(f"{n} for {a}" for a, n in OUTPUT_NAMES.items()) + ")"})
+        "help": "output CSV (default: OUTPUT_DIR/" + ", ".join(f"{n} for {a}" for a, n in SCORE_FILES.items()) + ")"})
     geometry: str = field(default="landmarks", metadata={"choices": GEOMETRY_SOURCES,
         "help": "where v2's eyes, mouth and pose scores come from: segmentation (the class maps, as the "
                 "original) or landmarks (68 landmarks on the generator's image: eye opening, mouth opening, "
@@ -76,7 +75,7 @@ class PropertyScoresConfig:
     def output_path(self) -> Path:
         if self.output:
             return resolve_repo_path(self.output)
-        return resolve_repo_path(self.output_dir) / OUTPUT_NAMES[self.algorithm]
+        return resolve_repo_path(self.output_dir) / SCORE_FILES[self.algorithm]
 
 
 @dataclass(frozen=True)

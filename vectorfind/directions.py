@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common import artifacts
 from common.errors import PipelineError
 from common.fileio import atomic_write_csv, read_csv_checked
 
@@ -40,7 +39,6 @@ TARGET_PROPERTIES = ("eyes", "mouth", "pose")
 GROUP_PROPERTIES = ("hair_color", "hair_length", "background_mean", "hairstyle")
 GROUP_NAMES = tuple("".join(letters) for letters in product("hl", repeat=len(GROUP_PROPERTIES)))
 W_DIM = 512
-DEFAULT_VECTORS_DIR = artifacts.vectors_dir()
 
 
 def score_column(name: str) -> int:
