@@ -86,7 +86,9 @@ SECTIONS: tuple[Section, ...] = (
                     f"{VF}/{artifacts.VARIANT_COMPARISON_FILE}"),
             columns={artifacts.VARIANT_COMPARISON_FILE: (
                 "variant", "cases", "passed", "eyes_mean_abs_r", "mouth_mean_abs_r", "pose_mean_abs_r",
-                "eyes_drift_per_self", "mouth_drift_per_self", "eyes_brightness_levels", "mouth_brightness_levels",
+                "eyes_drift_per_self", "mouth_drift_per_self", "eyes_landmark_self_sd", "mouth_landmark_self_sd",
+                "pose_landmark_self_sd", "eyes_drift_per_landmark_sd", "mouth_drift_per_landmark_sd",
+                "eyes_brightness_levels", "mouth_brightness_levels",
                 "pose_brightness_levels", "eyes_colour_levels")},
             configs=(f"{VF}/{artifacts.DIRECTIONS_INFO_FILE}", f"{VF}/*summary*.json", artifacts.EVALUATION_SUMMARY)),
 )

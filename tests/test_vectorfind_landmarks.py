@@ -117,3 +117,20 @@ def test_pooled_fit_uses_every_sample_for_the_targets():
     assert float(eyes @ truth[SCORE_NAMES.index("eyes")]) > 0.8
     pooled = found.accuracy[found.accuracy.group == "pooled"]
     assert len(pooled) == 3 and (pooled.n_train == 640).all()
+
+
+def test_compare_measures_each_edit_by_its_landmark_measure(landmark_run):
+    """The stand-in landmark model reads the same blocks as the stand-in CNN, so the self effect in SD of the
+    landmark measure must equal the self effect in SD of the CNN score, and the drift per SD likewise."""
+    ctx, _ = landmark_run
+    from vectorfind.compare import run_compare
+
+    torch.set_num_threads(1)
+    result = run_compare(ctx)
+    table = pd.read_csv(ctx.out / "variant_comparison.csv").set_index("variant")
+    for prop in ("eyes", "mouth", "pose"):
+        ratio = table[f"{prop}_landmark_self_sd"] / table[f"{prop}_self_effect_sd"]
+        assert ratio.between(0.85, 1.15).all(), (prop, ratio.tolist())
+        per_sd = table[f"{prop}_drift_per_landmark_sd"] / table[f"{prop}_drift_per_self"]
+        assert per_sd.between(0.85, 1.15).all(), (prop, per_sd.tolist())
+    assert all("drift/landmark SD" in line for line in result["lines"])

@@ -11,11 +11,16 @@ intercept) gives the change per unit edit of each property:
     lighting      |d mean grey level / d weight_p| of the face region (brightness_levels) and the length of the
                   change of its mean colour, (R - G, B - G) per unit edit (colour_levels): an edit that only
                   relights the face shows here, however well the scores follow it
+    landmarks     with label_source = landmarks, the same 50 images re-measured by the landmark model:
+                  d measure_p / d weight_p in SD of the labelled samples' measure (landmark_self_sd), and drift
+                  and brightness per SD of that (drift_per_landmark_sd, brightness_per_landmark_sd): the edit's
+                  specificity by the geometry it is meant to move, not by a CNN that may read eyes poorly
 Also: a strip per property (one face, weights -2..+2 in the evaluation's units) and summary.png.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from common.images import make_grid
 from vectorfind.context import cached_directions, read_medians, vectors_dir, weight_scales
 from vectorfind.directions import SCORE_NAMES, TARGET_PROPERTIES, edit_w, group_name, score_column
 from vectorfind.evaluation import Cases, EvaluationSettings, evaluate
+from vectorfind.landmarks import GEOMETRY_COLUMNS, load_sample_geometry, measuring, target_measures
 from vectorfind.sampling import codes_to_w, load_samples, render, sample_codes, score
 from vectorfind.settings import parse_layer_range
 
@@ -58,14 +64,19 @@ def face_region(resolution: int) -> tuple[slice, slice]:
 
 
 class EffectCollector:
-    """Per case: slopes of the 8 scores and of every pixel on the three grid weights."""
+    """Per case: slopes of the 8 scores and of every pixel on the three grid weights; with a landmark model
+    (`geometry.measure(images) -> [N, 4]` in GEOMETRY_COLUMNS order) also the slope of each target property's
+    landmark measure on its own weight."""
 
-    def __init__(self, resolution: int):
+    def __init__(self, resolution: int, geometry=None, pose_measure: str = "yaw"):
         self.score_slopes: list[np.ndarray] = []   # [3, 8] per case
         self.drift: list[np.ndarray] = []          # [3] per case
         self.lighting: list[np.ndarray] = []       # [3, 2] per case: brightness, colour change per unit edit
+        self.landmark_slopes: list[np.ndarray] = []  # [3] per case (NaN where too few faces were found)
         self.masks = {p: outside_mask(p, resolution) for p in TARGET_PROPERTIES}
         self.face = face_region(resolution)
+        self.geometry = geometry
+        self.columns = [GEOMETRY_COLUMNS.index(m) for m in target_measures(pose_measure).values()]
 
     def __call__(self, case, grid, scores, images):
         design = np.column_stack([grid, np.ones(len(grid))])
@@ -80,20 +91,75 @@ class EffectCollector:
                                 face[:, 2] - face[:, 1]])
         tone_coef, *_ = np.linalg.lstsq(design, tone, rcond=None)
         self.lighting.append(np.column_stack([np.abs(tone_coef[:3, 0]), np.hypot(tone_coef[:3, 1], tone_coef[:3, 2])]))
+        if self.geometry is not None:
+            values = np.asarray(self.geometry.measure(images), np.float64)
+            slopes = np.full(3, np.nan)
+            for j, column in enumerate(self.columns):
+                ok = np.isfinite(values[:, column])
+                if ok.sum() > design.shape[1]:
+                    slopes[j] = np.linalg.lstsq(design[ok], values[ok, column], rcond=None)[0][j]
+            self.landmark_slopes.append(slopes)
 
 
 def variant_name(kind: str, layers: tuple[int, int] | None) -> str:
     return f"{kind}_{'all' if layers is None else f'{layers[0]}-{layers[1]}'}"
 
 
-def run_compare(ctx, force: bool = False) -> dict:
+def landmark_population_sd(ctx) -> np.ndarray | None:
+    """SD of each landmark measure over the labelled samples ([4], GEOMETRY_COLUMNS order); None without
+    landmark labels."""
+    config = ctx.config
+    if config.label_source != "landmarks":
+        return None
+    geometry = load_sample_geometry(ctx.samples_dir, config.num_samples, config.shard_size, config.landmark_samples,
+                                    ctx.fingerprint)
+    return np.nanstd(geometry, axis=0)
+
+
+def effect_row(kind: str, layers, result: dict, collector: EffectCollector, population_sd: np.ndarray,
+               landmark_sd: np.ndarray | None, leakage_rows: list[dict]) -> dict:
+    """One variant's row of variant_comparison.csv (and its rows of leakage.csv, appended)."""
+    name = variant_name(kind, layers)
+    slopes = np.mean(collector.score_slopes, axis=0) / population_sd  # [3, 8] in population SDs
+    drift = np.mean(collector.drift, axis=0)
+    lighting = np.mean(collector.lighting, axis=0)
+    row = {"variant": name, "kind": kind, "layers": "all" if layers is None else f"{layers[0]}-{layers[1]}",
+           "cases": result["cases"], "passed": result["passed"], "pass_rate": result["pass_rate"]}
+    for j, prop in enumerate(TARGET_PROPERTIES):
+        others = [q for q in SCORE_NAMES if q != prop]
+        row[f"{prop}_mean_abs_r"] = result["mean_abs_corr"][prop]
+        row[f"{prop}_self_effect_sd"] = float(slopes[j, score_column(prop)])
+        row[f"{prop}_leakage_sd"] = float(np.mean([abs(slopes[j, score_column(q)]) for q in others]))
+        row[f"{prop}_drift_levels"] = float(drift[j])
+        row[f"{prop}_brightness_levels"] = float(lighting[j, 0])
+        row[f"{prop}_colour_levels"] = float(lighting[j, 1])
+        # per unit of the property's own change, so a weaker (layer-range) edit is not credited as cleaner
+        row[f"{prop}_leakage_per_self"] = row[f"{prop}_leakage_sd"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
+        row[f"{prop}_drift_per_self"] = row[f"{prop}_drift_levels"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
+        row[f"{prop}_brightness_per_self"] = (row[f"{prop}_brightness_levels"]
+                                              / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9))
+        for q in SCORE_NAMES:
+            leakage_rows.append({"variant": name, "edited": prop, "score": q,
+                                 "change_per_unit_sd": float(slopes[j, score_column(q)])})
+    if landmark_sd is not None and collector.landmark_slopes:
+        own = np.nanmean(collector.landmark_slopes, axis=0) / landmark_sd[collector.columns]
+        for j, prop in enumerate(TARGET_PROPERTIES):
+            row[f"{prop}_landmark_self_sd"] = float(own[j])
+            row[f"{prop}_drift_per_landmark_sd"] = row[f"{prop}_drift_levels"] / max(abs(float(own[j])), 1e-9)
+            row[f"{prop}_brightness_per_landmark_sd"] = (row[f"{prop}_brightness_levels"]
+                                                         / max(abs(float(own[j])), 1e-9))
+    return row
+
+
+def run_compare(ctx, force: bool = False, geometry=None) -> dict:
+    """geometry: the landmark model for the landmark columns (default: FaceGeometry in landmark_workers processes)."""
 
     config = ctx.config
     out = ctx.out
     summary_path = out / "compare" / "compare_summary.json"
     key = record_text({"run": ctx.fingerprint, "cases": config.compare_cases, "layers": config.compare_layers,
                        "unit": config.edit_unit, "scale": config.edit_scales, "edit_layers": config.edit_layers,
-                       "kind": config.direction_kind})
+                       "kind": config.direction_kind, "landmarks": config.label_source == "landmarks"})
     previous = None if force else read_record(summary_path, fix="delete it or re-run with --force")
     if previous is not None and not what_differs(previous.get("key"), key):
         return previous | {"skipped": True}
@@ -105,37 +171,20 @@ def run_compare(ctx, force: bool = False) -> dict:
                                 generator.label_size), None, "random")
     range_layers = parse_layer_range(config.compare_layers)
     variants = [(kind, layers) for kind in ("plain", "conditional") for layers in (None, range_layers)]
+    landmark_sd = landmark_population_sd(ctx)
     rows, leakage_rows = [], []
-    for kind, layers in variants:
-        name = variant_name(kind, layers)
-        directions_of = cached_directions(vectors_dir(ctx, kind))
-        collector = EffectCollector(generator.resolution)
-        settings = EvaluationSettings(config.thresholds, layers, config.eval_batch_size, False, 0, 0)
-        result = evaluate(generator, ctx.scorer, directions_of, medians, cases, out / "compare" / name, settings,
-                          weight_scales(ctx, directions_of, samples.w), key, True, ctx.device, ctx.progress,
-                          collect=collector)
-        slopes = np.mean(collector.score_slopes, axis=0) / population_sd  # [3, 8] in population SDs
-        drift = np.mean(collector.drift, axis=0)
-        lighting = np.mean(collector.lighting, axis=0)
-        row = {"variant": name, "kind": kind, "layers": "all" if layers is None else f"{layers[0]}-{layers[1]}",
-               "cases": result["cases"], "passed": result["passed"], "pass_rate": result["pass_rate"]}
-        for j, prop in enumerate(TARGET_PROPERTIES):
-            others = [q for q in SCORE_NAMES if q != prop]
-            row[f"{prop}_mean_abs_r"] = result["mean_abs_corr"][prop]
-            row[f"{prop}_self_effect_sd"] = float(slopes[j, score_column(prop)])
-            row[f"{prop}_leakage_sd"] = float(np.mean([abs(slopes[j, score_column(q)]) for q in others]))
-            row[f"{prop}_drift_levels"] = float(drift[j])
-            row[f"{prop}_brightness_levels"] = float(lighting[j, 0])
-            row[f"{prop}_colour_levels"] = float(lighting[j, 1])
-            # per unit of the property's own change, so a weaker (layer-range) edit is not credited as cleaner
-            row[f"{prop}_leakage_per_self"] = row[f"{prop}_leakage_sd"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
-            row[f"{prop}_drift_per_self"] = row[f"{prop}_drift_levels"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
-            row[f"{prop}_brightness_per_self"] = (row[f"{prop}_brightness_levels"]
-                                                  / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9))
-            for q in SCORE_NAMES:
-                leakage_rows.append({"variant": name, "edited": prop, "score": q,
-                                     "change_per_unit_sd": float(slopes[j, score_column(q)])})
-        rows.append(row)
+    with contextlib.ExitStack() as stack:
+        model = (stack.enter_context(measuring(geometry, config.landmark_workers)) if landmark_sd is not None
+                 else None)
+        for kind, layers in variants:
+            collector = EffectCollector(generator.resolution, model, config.pose_measure)
+            settings = EvaluationSettings(config.thresholds, layers, config.eval_batch_size, False, 0, 0)
+            directions_of = cached_directions(vectors_dir(ctx, kind))
+            result = evaluate(generator, ctx.scorer, directions_of, medians, cases,
+                              out / "compare" / variant_name(kind, layers), settings,
+                              weight_scales(ctx, directions_of, samples.w), key, True, ctx.device, ctx.progress,
+                              collect=collector)
+            rows.append(effect_row(kind, layers, result, collector, population_sd, landmark_sd, leakage_rows))
     table = pd.DataFrame(rows)
     atomic_write_csv(table, out / artifacts.VARIANT_COMPARISON_FILE, index=False)
     leakage = pd.DataFrame(leakage_rows)
@@ -151,7 +200,9 @@ def run_compare(ctx, force: bool = False) -> dict:
              ", leakage (SD) " + " ".join(f"{p} {getattr(r, f'{p}_leakage_sd'):.3f}" for p in TARGET_PROPERTIES) +
              ", drift/self " + " ".join(f"{p} {getattr(r, f'{p}_drift_per_self'):.1f}" for p in TARGET_PROPERTIES) +
              ", brightness (levels/unit) " + " ".join(f"{p} {getattr(r, f'{p}_brightness_levels'):.2f}"
-                                                      for p in TARGET_PROPERTIES)
+                                                      for p in TARGET_PROPERTIES) +
+             ("" if landmark_sd is None else ", drift/landmark SD " + " ".join(
+                 f"{p} {getattr(r, f'{p}_drift_per_landmark_sd'):.1f}" for p in TARGET_PROPERTIES))
              for r in table.itertuples()]
     result = {"key": key, "variants": rows, "best_variant": str(ranked.variant.iloc[0]), "lines": lines}
     atomic_write_text(summary_path, json.dumps(result, indent=2) + "\n")

@@ -59,7 +59,7 @@ def _read_geometry(path: Path, fingerprint: str, count: int) -> np.ndarray | Non
     return geometry
 
 
-def _measuring(geometry, workers: int):
+def measuring(geometry, workers: int):
     """A context holding the given landmark model, or a new one (`workers` processes) closed on exit."""
     if geometry is not None:
         return contextlib.nullcontext(geometry)
@@ -80,7 +80,7 @@ def measure_sample_geometry(generator, samples_dir: Path, num_samples: int, shar
     if not todo:
         return 0
     bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="landmark labels")
-    with _measuring(geometry, workers) as model:
+    with measuring(geometry, workers) as model:
         for start, end in todo:
             shard = read_shard(shard_path(samples_dir, start, end), fingerprint)
             if shard is None:
@@ -152,7 +152,7 @@ def grade_with_landmarks(report_dir: Path, grid: np.ndarray, cases: list[int], c
     picked = sorted(int(c) for c in rng.choice(cases, min(count, len(cases)), replace=False))
     measures = target_measures(pose_measure)
     rows = []
-    with _measuring(geometry, workers) as model:
+    with measuring(geometry, workers) as model:
         for case in tqdm(picked, desc="landmark grading", unit="case", disable=not progress, dynamic_ncols=True):
             images = np.stack([load_image(image_path_of(case, k)) for k in range(len(grid))])
             rows.append(_grade_case(case, grid, model.measure(images), measures))
