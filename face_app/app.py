@@ -82,7 +82,8 @@ def layer_range(first: float, last: float, num_layers: int) -> tuple[int, int] |
 
 def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: LabelStore | None = None,
               vectorfind_dir: Path | None = None, saved_dir: Path | None = None, play_seconds: float = 12.0,
-              play_fps: float = 10.0, notes: dict[str, str] | None = None, queue_renders: bool = False):
+              play_fps: float = 10.0, notes: dict[str, str] | None = None, queue_renders: bool = False,
+              edit_layers: tuple[int, int] | None = None):
     """queue_renders=False sends slider renders as plain requests instead of through Gradio's queue (join +
     event stream): one round trip less per frame; always_last still keeps one render in flight per page."""
     if isinstance(faces, np.ndarray):  # a bare w: the one face to edit
@@ -93,6 +94,8 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
         book = FaceBook(editor, faces)
     saved_dir = Path(saved_dir) if saved_dir is not None else Path(artifacts.FACE_APP_SAVED).resolve()
     num_layers = editor.num_layers
+    # the layer sliders start (and reset) at the range VectorFind edits and evaluates; None = all layers
+    first_layer0, last_layer0 = edit_layers if edit_layers is not None else (0, num_layers - 1)
     kinds = editor.kinds() or ["chosen"]
     all_groups = editor.groups(kinds[0])
 
@@ -120,9 +123,9 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
                                         interactive=len(kinds) > 1)
                         group = gr.Dropdown(all_groups, value=default_group(first_face), label="direction group",
                                             elem_id="direction_group", interactive=bool(all_groups))
-                        first = gr.Slider(0, num_layers - 1, value=0, step=1, label="first edited layer",
+                        first = gr.Slider(0, num_layers - 1, value=first_layer0, step=1, label="first edited layer",
                                           elem_id="layer_first")
-                        last = gr.Slider(0, num_layers - 1, value=num_layers - 1, step=1, label="last edited layer",
+                        last = gr.Slider(0, num_layers - 1, value=last_layer0, step=1, label="last edited layer",
                                          elem_id="layer_last")
                     with gr.Row():
                         reset = gr.Button("reset", elem_id="reset")
@@ -153,7 +156,7 @@ def build_app(editor: FaceEditor, faces: list[FaceChoice] | np.ndarray, store: L
                 return gr.update(choices=book.names(), value=name)
 
             random_face.click(on_random_face, None, face_menu)
-            reset.click(lambda: (0.0, 0.0, 0.0, 0, num_layers - 1), None, [*sliders, first, last])
+            reset.click(lambda: (0.0, 0.0, 0.0, first_layer0, last_layer0), None, [*sliders, first, last])
 
             def on_save(name, eyes, mouth, pose, first_layer, last_layer, kind_name, group_name):
                 weights = {"eyes": eyes, "mouth": mouth, "pose": pose}

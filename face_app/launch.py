@@ -48,6 +48,16 @@ class AppConfig:
             raise PipelineError("[app] play_seconds and play_fps must be > 0")
 
 
+def vectorfind_edit_layers(profile: str, num_layers: int) -> tuple[int, int] | None:
+    """The profile's [vectorfind] edit_layers as (first, last), None for all layers (or a range this generator
+    does not have)."""
+    from common.config import resolve_config
+    from vectorfind.settings import VectorFindConfig, parse_layer_range
+
+    layers = parse_layer_range(resolve_config(VectorFindConfig, "vectorfind", profile=profile).edit_layers)
+    return layers if layers is not None and layers[1] < num_layers else None
+
+
 def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bool = False):
     """The Gradio app for the output root's files, and the editor behind it; `strict`: every direction set complete
     (run_app.py --check)."""
@@ -74,6 +84,7 @@ def build_from_repo(config: AppConfig, repo_root: Path | None = None, strict: bo
                                   config.label_id_column)
     app = build_app(editor, faces, store=store, vectorfind_dir=root / config.vectorfind_dir,
                     saved_dir=root / config.saved_dir, play_seconds=config.play_seconds, play_fps=config.play_fps,
+                    edit_layers=vectorfind_edit_layers(config.profile, editor.num_layers),
                     notes={"generator": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
                            "faces": source, "vectors": artifacts.vectors_dir(None, config.vectorfind_dir)})
     return app, editor

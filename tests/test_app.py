@@ -448,9 +448,21 @@ def test_build_from_repo_wires_generator_directions_faces_and_labels(tmp_path, r
     assert editor.kinds() == ["chosen"] and editor.groups("chosen") == [GROUP_NAMES[0], GROUP_NAMES[5]]
     assert editor.label_size == 0 and editor.render(np.zeros(512, np.float32), {"eyes": 1.0}).shape == (64, 64, 3)
     assert app.face_app_saved_dir == tmp_path / "out"
+    # the layer sliders start at the range the profile's VectorFind edits (embedded: 0-5 of 10)
+    sliders = {c.elem_id: c.value for c in app.blocks.values() if getattr(c, "elem_id", None) in ("layer_first",
+                                                                                                   "layer_last")}
+    assert sliders == {"layer_first": 0, "layer_last": 5}
     write_report(tmp_path / "vectorfind/v8" / "other", latent_dim=519)  # a v8-width report for this generator
     (tmp_path / "vectorfind/v8/image_generation_report/latent_codes_all.csv").unlink()
     (tmp_path / "vectorfind/v8/other/image_generation_report/latent_codes_all.csv").rename(
         tmp_path / "vectorfind/v8/image_generation_report/latent_codes_all.csv")
     with pytest.raises(PipelineError, match="519 latent values, the generator needs 512"):
         build_from_repo(config, repo_root=tmp_path)
+
+
+def test_app_layer_range_follows_the_profile():
+    from face_app.launch import vectorfind_edit_layers
+
+    assert vectorfind_edit_layers("embedded", 10) == (0, 5)
+    assert vectorfind_edit_layers("celeba256", 14) is None      # all layers, as the original
+    assert vectorfind_edit_layers("embedded", 4) is None        # a generator without layer 5: all layers

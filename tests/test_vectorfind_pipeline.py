@@ -162,7 +162,7 @@ def make_context(tmp_path, **overrides):
                     # the original's recipe these tests were written against (the config's defaults are the
                     # embedded profile's since)
                     num_threads=0, label_source="cnn", landmark_workers=1, direction_method="svm",
-                    direction_kind="plain", eyes_edit_scale=1.0)
+                    direction_kind="plain", eyes_edit_scale=1.0, edit_layers="")
     config = replace(VectorFindConfig(), **(settings | overrides))
     config.validate()
     return Context(config, PlantedGenerator(), module_scorer(BlockMeanCNN(), 256), "planted test generator",

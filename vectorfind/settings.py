@@ -61,7 +61,7 @@ class VectorFindConfig:
                 "top_ratio) or ridge (ridge-regression gradient of the score on w over every labelled sample)"})
     direction_kind: str = field(default="conditional", metadata={"choices": DIRECTION_KINDS,
         "help": "which set goes to property_score_vectors/: plain SVM normals or conditional (projected)"})
-    edit_layers: str = field(default="", metadata={"help": "empty = all layers, or a range such as 0-7"})
+    edit_layers: str = field(default="0-5", metadata={"help": "empty = all layers, or a range such as 0-7"})
     edit_unit: str = field(default="w", metadata={"choices": EDIT_UNITS,
         "help": "w: grid weights are w-space lengths (the original); sd: multiples of the sample's SD along each vector"})
     edit_scale: float = field(default=1.0, metadata={"help": "multiplies every grid weight"})
