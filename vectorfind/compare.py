@@ -116,6 +116,15 @@ def landmark_population_sd(ctx) -> np.ndarray | None:
     return np.nanstd(geometry, axis=0)
 
 
+def per_own_change(row: dict, prop: str, leakage: str | None, own: str, suffix: str) -> dict:
+    """`{prop}_{leakage,drift,brightness}_{suffix}`: those columns divided by |row[f"{prop}_{own}"]| (the edit's
+    change of its own property); `leakage` names the leakage column, None for none."""
+    denominator = max(abs(row[f"{prop}_{own}"]), 1e-9)
+    sources = {"leakage": leakage, "drift": "drift_levels", "brightness": "brightness_levels"}
+    return {f"{prop}_{name}_{suffix}": row[f"{prop}_{column}"] / denominator
+            for name, column in sources.items() if column is not None}
+
+
 def effect_row(kind: str, layers, result: dict, collector: EffectCollector, population_sd: np.ndarray,
                landmark_sd: np.ndarray | None, leakage_rows: list[dict]) -> dict:
     """One variant's row of variant_comparison.csv (and its rows of leakage.csv, appended)."""
@@ -134,10 +143,7 @@ def effect_row(kind: str, layers, result: dict, collector: EffectCollector, popu
         row[f"{prop}_brightness_levels"] = float(lighting[j, 0])
         row[f"{prop}_colour_levels"] = float(lighting[j, 1])
         # per unit of the property's own change, so a weaker (layer-range) edit is not credited as cleaner
-        row[f"{prop}_leakage_per_self"] = row[f"{prop}_leakage_sd"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
-        row[f"{prop}_drift_per_self"] = row[f"{prop}_drift_levels"] / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9)
-        row[f"{prop}_brightness_per_self"] = (row[f"{prop}_brightness_levels"]
-                                              / max(abs(row[f"{prop}_self_effect_sd"]), 1e-9))
+        row |= per_own_change(row, prop, "leakage_sd", "self_effect_sd", "per_self")
         for q in SCORE_NAMES:
             leakage_rows.append({"variant": name, "edited": prop, "score": q,
                                  "change_per_unit_sd": float(slopes[j, score_column(q)])})
@@ -145,9 +151,7 @@ def effect_row(kind: str, layers, result: dict, collector: EffectCollector, popu
         own = np.nanmean(collector.landmark_slopes, axis=0) / landmark_sd[collector.columns]
         for j, prop in enumerate(TARGET_PROPERTIES):
             row[f"{prop}_landmark_self_sd"] = float(own[j])
-            row[f"{prop}_drift_per_landmark_sd"] = row[f"{prop}_drift_levels"] / max(abs(float(own[j])), 1e-9)
-            row[f"{prop}_brightness_per_landmark_sd"] = (row[f"{prop}_brightness_levels"]
-                                                         / max(abs(float(own[j])), 1e-9))
+            row |= per_own_change(row, prop, None, "landmark_self_sd", "per_landmark_sd")
     return row
 
 
